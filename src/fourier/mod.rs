@@ -1,0 +1,1 @@
+//! FourierFT: generator, positions, adapters, ΔW on the CPU. No GPU code.

@@ -1,0 +1,13 @@
+//! fourierft: run FourierFT-customised models on phones.
+//!
+//! The crate is layered as in ARCHITECTURE.md §2:
+//! - [`weights`]: memory-mapped safetensors, dtypes, MLX-affine quantisation, config.json
+//!   (no GPU code);
+//! - [`fourier`]: the torch-compatible generator, spectral positions, PEFT and packed adapter
+//!   files, and ΔW on the CPU (no GPU code).
+
+pub mod error;
+pub mod fourier;
+pub mod weights;
+
+pub use error::{Error, FilePath, Result};

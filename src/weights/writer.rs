@@ -1,0 +1,103 @@
+//! Writing safetensors files (golden outputs, packed adapters, quantised models).
+//!
+//! Files are written to `<path>.tmp` and renamed, so a reader never sees half a file.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, View};
+
+use crate::error::{Error, Result};
+
+/// One tensor to write: name, dtype, shape and its little-endian bytes.
+pub struct OutTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+impl OutTensor {
+    pub fn f32(name: impl Into<String>, shape: Vec<usize>, values: &[f32]) -> Self {
+        OutTensor {
+            name: name.into(),
+            dtype: Dtype::F32,
+            shape,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+    pub fn f16(name: impl Into<String>, shape: Vec<usize>, values: &[half::f16]) -> Self {
+        OutTensor {
+            name: name.into(),
+            dtype: Dtype::F16,
+            shape,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+    pub fn bf16(name: impl Into<String>, shape: Vec<usize>, values: &[half::bf16]) -> Self {
+        OutTensor {
+            name: name.into(),
+            dtype: Dtype::BF16,
+            shape,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+    pub fn i64(name: impl Into<String>, shape: Vec<usize>, values: &[i64]) -> Self {
+        OutTensor {
+            name: name.into(),
+            dtype: Dtype::I64,
+            shape,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+    pub fn u32(name: impl Into<String>, shape: Vec<usize>, values: &[u32]) -> Self {
+        OutTensor {
+            name: name.into(),
+            dtype: Dtype::U32,
+            shape,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+impl View for &OutTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Serialise `tensors` (+ optional string metadata) to `path` atomically.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[OutTensor],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    for t in tensors {
+        let elems: usize = t.shape.iter().product();
+        let want = elems * t.dtype.bitsize() / 8;
+        if want != t.data.len() {
+            return Err(Error::tensor(
+                path,
+                &t.name,
+                format!("{} bytes for {:?} {:?}", want, t.dtype, t.shape),
+                format!("{} bytes", t.data.len()),
+            ));
+        }
+    }
+    let bytes = safetensors::tensor::serialize(tensors.iter().map(|t| (t.name.clone(), t)), metadata)
+        .map_err(|e| Error::format(path, format!("cannot serialise safetensors: {e}")))?;
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    Ok(())
+}
