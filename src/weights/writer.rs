@@ -94,8 +94,9 @@ pub fn write_safetensors(
             ));
         }
     }
-    let bytes = safetensors::tensor::serialize(tensors.iter().map(|t| (t.name.clone(), t)), metadata)
-        .map_err(|e| Error::format(path, format!("cannot serialise safetensors: {e}")))?;
+    let bytes =
+        safetensors::tensor::serialize(tensors.iter().map(|t| (t.name.clone(), t)), metadata)
+            .map_err(|e| Error::format(path, format!("cannot serialise safetensors: {e}")))?;
     let tmp = path.with_extension("tmp-write");
     std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
