@@ -49,14 +49,26 @@ impl SpectrumRef<'_> {
 pub fn delta_reference_f64(s: SpectrumRef<'_>) -> Vec<f64> {
     s.check();
     let (d1, d2) = (s.d1, s.d2);
-    let cos1: Vec<f64> = (0..d1).map(|j| (2.0 * PI * j as f64 / d1 as f64).cos()).collect();
-    let sin1: Vec<f64> = (0..d1).map(|j| (2.0 * PI * j as f64 / d1 as f64).sin()).collect();
-    let cos2: Vec<f64> = (0..d2).map(|j| (2.0 * PI * j as f64 / d2 as f64).cos()).collect();
-    let sin2: Vec<f64> = (0..d2).map(|j| (2.0 * PI * j as f64 / d2 as f64).sin()).collect();
+    let cos1: Vec<f64> = (0..d1)
+        .map(|j| (2.0 * PI * j as f64 / d1 as f64).cos())
+        .collect();
+    let sin1: Vec<f64> = (0..d1)
+        .map(|j| (2.0 * PI * j as f64 / d1 as f64).sin())
+        .collect();
+    let cos2: Vec<f64> = (0..d2)
+        .map(|j| (2.0 * PI * j as f64 / d2 as f64).cos())
+        .collect();
+    let sin2: Vec<f64> = (0..d2)
+        .map(|j| (2.0 * PI * j as f64 / d2 as f64).sin())
+        .collect();
     let norm = s.scaling as f64 / (d1 as f64 * d2 as f64);
     let mut out = vec![0f64; d1 * d2];
     for k in 0..s.coeffs.len() {
-        let (u, v, c) = (s.rows[k] as u64, s.cols[k] as u64, s.coeffs[k] as f64 * norm);
+        let (u, v, c) = (
+            s.rows[k] as u64,
+            s.cols[k] as u64,
+            s.coeffs[k] as f64 * norm,
+        );
         for p in 0..d1 {
             let a = ((u * p as u64) % d1 as u64) as usize;
             let (ca, sa) = (c * cos1[a], c * sin1[a]);
@@ -107,7 +119,8 @@ pub fn delta_fast_into(s: SpectrumRef<'_>, threads: usize, out: &mut [f32]) {
 
     // Row pairs are the unit of work; each thread takes a contiguous block of them.
     let pairs = d1.div_ceil(2);
-    let threads = threads.clamp(1, pairs);
+    // Spawning threads costs more than a small layer: ~1 thread per 64K outputs.
+    let threads = threads.clamp(1, pairs).min((d1 * d2 / 65536).max(1));
     let pairs_per = pairs.div_ceil(threads);
     std::thread::scope(|scope| {
         let mut rest = out;
@@ -136,7 +149,11 @@ fn rows_block(
     let n = coef.len();
     let nrows = chunk.len() / d2;
     // idx[k] = (u_k · p) mod d1 for the current row p, advanced by u_k per row.
-    let mut idx: Vec<u64> = s.rows.iter().map(|&u| (u as u64 * p0 as u64) % d1).collect();
+    let mut idx: Vec<u64> = s
+        .rows
+        .iter()
+        .map(|&u| (u as u64 * p0 as u64) % d1)
+        .collect();
     let step: Vec<u64> = s.rows.iter().map(|&u| u as u64 % d1).collect();
     let neg_v: Vec<usize> = s.cols.iter().map(|&v| (d2 - v as usize) % d2).collect();
     let mut buf = vec![Complex::new(0f32, 0f32); d2];
@@ -271,7 +288,9 @@ mod tests {
 
     fn coeffs(n: usize, seed: u64) -> Vec<f32> {
         let mut g = Mt19937::new(seed);
-        (0..n).map(|_| (g.next_u32() as f32 / u32::MAX as f32) * 2.0 - 1.0).collect()
+        (0..n)
+            .map(|_| (g.next_u32() as f32 / u32::MAX as f32) * 2.0 - 1.0)
+            .collect()
     }
 
     #[test]
@@ -286,7 +305,14 @@ mod tests {
         ] {
             let (rows, cols) = spectral_positions(seed, d1, d2, n);
             let c = coeffs(n, seed + 1);
-            let s = SpectrumRef { d1, d2, rows: &rows, cols: &cols, coeffs: &c, scaling: 150.0 };
+            let s = SpectrumRef {
+                d1,
+                d2,
+                rows: &rows,
+                cols: &cols,
+                coeffs: &c,
+                scaling: 150.0,
+            };
             let r = delta_reference_f64(s);
             for threads in [1, 2, 3] {
                 let f = delta_fast(s, threads);
@@ -305,7 +331,14 @@ mod tests {
         for k in 0..n {
             assert_eq!(idx[k], rows[k] as u64 * d2 as u64 + cols[k] as u64);
         }
-        let s = SpectrumRef { d1, d2, rows: &rows, cols: &cols, coeffs: &c, scaling: 150.0 };
+        let s = SpectrumRef {
+            d1,
+            d2,
+            rows: &rows,
+            cols: &cols,
+            coeffs: &c,
+            scaling: 150.0,
+        };
         let e = relative_max_error(&w, &delta_reference_f64(s));
         assert!(e < 2e-6, "rel err {e}");
     }

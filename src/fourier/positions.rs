@@ -111,7 +111,11 @@ mod tests {
         for &(total, seed) in &[(1u64, 0u64), (2, 1), (10, 0), (97, 777), (1000, 3)] {
             let f = full(total, seed, false);
             for n in [0usize, 1, total as usize / 2, total as usize] {
-                assert_eq!(randperm_prefix(total, n, seed), f[..n].to_vec(), "N={total} n={n}");
+                assert_eq!(
+                    randperm_prefix(total, n, seed),
+                    f[..n].to_vec(),
+                    "N={total} n={n}"
+                );
             }
         }
     }

@@ -1,0 +1,342 @@
+//! `fourierft`: the desktop harness. Run, inspect, convert, verify and benchmark.
+//!
+//! Exit codes: 0 success; 1 bad input or runtime error (one line on stderr naming the file
+//! and what was expected); 2 usage error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use fourierft::fourier::{Adapter, CpuMethod};
+use fourierft::weights::writer::{write_safetensors, OutTensor};
+use fourierft::weights::{DType, ModelFiles, QuantSpec};
+use fourierft::{Error, Result};
+
+mod bench;
+mod demo;
+mod inspect;
+
+#[derive(Parser)]
+#[command(
+    name = "fourierft",
+    version,
+    about = "FourierFT runtime: quantised base models + kilobyte spectral adapters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the adapter pipeline on the committed fixtures (the default command).
+    Demo,
+    /// Describe a model folder/file or an adapter folder/file.
+    Inspect(InspectArgs),
+    /// Compute one module's ΔW and write it as safetensors (`delta_w` F32 [out,in], `indices` I64 [2,n]).
+    Delta(DeltaArgs),
+    /// Pack a PEFT FourierFT adapter folder into one file.
+    PackAdapter(PackArgs),
+    /// Quantise an F32/F16/BF16 Hugging Face folder to MLX-affine.
+    Quantize(QuantizeArgs),
+    /// Benchmarks that print figures (JSON with --json).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// A model folder or .safetensors file, a PEFT adapter folder, or a packed adapter file.
+    path: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// With an adapter: check whether it fits this model.
+    #[arg(long, value_name = "MODEL")]
+    model: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Backend {
+    Cpu,
+    Gpu,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Shape(usize, usize);
+
+fn parse_shape(s: &str) -> std::result::Result<Shape, String> {
+    let (a, b) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("'{s}': expected OUTxIN, e.g. 4096x4096"))?;
+    let parse = |t: &str| -> std::result::Result<usize, String> {
+        match t.trim().parse::<usize>() {
+            Ok(v) if v > 0 => Ok(v),
+            _ => Err(format!("'{s}': expected two positive integers OUTxIN")),
+        }
+    };
+    Ok(Shape(parse(a)?, parse(b)?))
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("geometry").required(true).args(["model", "shape"])))]
+struct DeltaArgs {
+    /// PEFT adapter folder or packed adapter file.
+    #[arg(long)]
+    adapter: PathBuf,
+    /// The base weight's name without `.weight`, e.g. model.layers.0.self_attn.q_proj.
+    #[arg(long)]
+    module: String,
+    /// Base model folder (gives the layer's shape).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Layer shape OUTxIN instead of a model.
+    #[arg(long, value_parser = parse_shape)]
+    shape: Option<Shape>,
+    /// Output .safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
+    /// Use the f64 closed form instead of the fast path (slow; for checking).
+    #[arg(long)]
+    exact: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum CoeffDtype {
+    F16,
+    F32,
+}
+
+#[derive(Args)]
+struct PackArgs {
+    /// PEFT adapter folder.
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Coefficient dtype: f32 keeps PEFT's values exactly, f16 halves the size.
+    #[arg(long, value_enum, default_value_t = CoeffDtype::F32)]
+    dtype: CoeffDtype,
+    /// Store each module's spectral positions explicitly (needs --model for the layer shapes).
+    #[arg(long, requires = "model")]
+    explicit_positions: bool,
+    /// Base model the adapter is for: checked before packing.
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct QuantizeArgs {
+    /// Hugging Face model folder (F32/F16/BF16 safetensors).
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// Output folder (must not exist or be empty).
+    #[arg(long)]
+    out: PathBuf,
+    /// Bits per weight: 4 or 8.
+    #[arg(long, default_value_t = 4, value_parser = parse_bits)]
+    bits: u32,
+    /// Weights per scale/bias group: 32, 64 or 128.
+    #[arg(long = "group-size", default_value_t = 64, value_parser = parse_group)]
+    group_size: usize,
+}
+
+fn parse_bits(s: &str) -> std::result::Result<u32, String> {
+    match s {
+        "4" => Ok(4),
+        "8" => Ok(8),
+        _ => Err(format!("'{s}': expected 4 or 8")),
+    }
+}
+
+fn parse_group(s: &str) -> std::result::Result<usize, String> {
+    match s {
+        "32" => Ok(32),
+        "64" => Ok(64),
+        "128" => Ok(128),
+        _ => Err(format!("'{s}': expected 32, 64 or 128")),
+    }
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Positions + ΔW for a 4096x4096 layer (n = 1000, 5000): fast CPU path vs PEFT's algorithm in Rust.
+    Delta {
+        #[arg(long)]
+        json: bool,
+        /// Repetitions of the fast path (median reported).
+        #[arg(long, default_value_t = 7)]
+        reps: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help / --version print and exit 0; real usage errors exit 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Demo) {
+        Command::Demo => demo::run(),
+        Command::Inspect(a) => inspect::run(&a.path, a.json, a.model.as_deref()),
+        Command::Delta(a) => delta(a),
+        Command::PackAdapter(a) => pack(a),
+        Command::Quantize(a) => quantize(a),
+        Command::Bench(BenchArgs {
+            what: BenchWhat::Delta { json, reps },
+        }) => bench::delta(json, reps),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn one_line(e: &Error) -> String {
+    e.to_string().replace('\n', " ")
+}
+
+fn delta(a: DeltaArgs) -> Result<()> {
+    if a.backend == Backend::Gpu {
+        return Err(Error::InvalidArgument(
+            "--backend gpu: the GPU backend is not built yet in this version; use --backend cpu"
+                .into(),
+        ));
+    }
+    let adapter = Adapter::load(&a.adapter)?;
+    let m = adapter.require_module(&a.module)?;
+    let (out_f, in_f) = match (&a.model, a.shape) {
+        (Some(model_dir), _) => {
+            let model = ModelFiles::open(model_dir)?;
+            let fits = adapter.fit(&model)?;
+            let fit = fits.iter().find(|f| f.module == a.module).ok_or_else(|| {
+                Error::InvalidArgument(format!("module '{}' not fitted", a.module))
+            })?;
+            (fit.out_features, fit.in_features)
+        }
+        (None, Some(Shape(o, i))) => (o, i),
+        (None, None) => {
+            return Err(Error::InvalidArgument(
+                "give --model MODEL or --shape OUTxIN".into(),
+            ))
+        }
+    };
+    let method = if a.exact {
+        CpuMethod::Reference
+    } else {
+        CpuMethod::Fast
+    };
+    let d = adapter.module_delta(m, out_f, in_f, method)?;
+    let indices: Vec<i64> = d
+        .rows
+        .iter()
+        .chain(d.cols.iter())
+        .map(|&x| x as i64)
+        .collect();
+    write_safetensors(
+        &a.out,
+        &[
+            OutTensor::f32("delta_w", vec![out_f, in_f], &d.delta),
+            OutTensor::i64("indices", vec![2, d.rows.len()], &indices),
+        ],
+        None,
+    )?;
+    eprintln!(
+        "wrote {}: delta_w [{out_f}, {in_f}], indices [2, {}]",
+        a.out.display(),
+        d.rows.len()
+    );
+    Ok(())
+}
+
+fn pack(a: PackArgs) -> Result<()> {
+    if !a.input.is_dir() {
+        return Err(Error::config(
+            &a.input,
+            "expected a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)",
+        ));
+    }
+    let adapter = Adapter::load(&a.input)?;
+    let fits = match &a.model {
+        Some(m) => Some(adapter.fit(&ModelFiles::open(m)?)?),
+        None => None,
+    };
+    let dtype = match a.dtype {
+        CoeffDtype::F16 => DType::F16,
+        CoeffDtype::F32 => DType::F32,
+    };
+    let explicit = if a.explicit_positions {
+        fits.as_deref()
+    } else {
+        None
+    };
+    let bytes = adapter.write_packed(&a.out, dtype, explicit)?;
+    let coeffs: usize = adapter.modules.iter().map(|m| m.n()).sum();
+    println!(
+        "packed {} modules, {coeffs} coefficients ({}) into {} ({bytes} bytes; PEFT folder: {} bytes)",
+        adapter.modules.len(),
+        dtype,
+        a.out.display(),
+        adapter.file_bytes
+    );
+    Ok(())
+}
+
+fn quantize(a: QuantizeArgs) -> Result<()> {
+    let spec = QuantSpec::new(a.bits, a.group_size)?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let t = Instant::now();
+    let report = fourierft::weights::quantize::quantize_model_dir(
+        &a.input,
+        &a.out,
+        spec,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "quantised {} into {} ({}-bit, group {}) in {:.2} s: {:?}",
+        a.input.display(),
+        a.out.display(),
+        a.bits,
+        a.group_size,
+        t.elapsed().as_secs_f64(),
+        report
+    );
+    Ok(())
+}
+
+/// The repository root (fixtures and assets live here).
+pub(crate) fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub(crate) fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| json!({}).to_string())
+    );
+}
