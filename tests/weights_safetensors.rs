@@ -499,3 +499,12 @@ fn mlx_fixture_is_unaligned_and_readable() {
     assert_eq!(w.dtype, DType::U32);
     assert_eq!(w.to_u32_vec().unwrap().len(), w.numel());
 }
+
+#[test]
+fn null_metadata_as_mlx_writes_it() {
+    let h = r#"{"__metadata__":null,"a":{"data_offsets":[0,4],"dtype":"F32","shape":[1]}}"#;
+    let f = SafeTensorsFile::from_bytes(Path::new("n.safetensors"), raw(h, &f32_bytes(&[2.5])))
+        .unwrap();
+    assert!(f.metadata().is_none());
+    assert_eq!(f.tensor("a").unwrap().to_f32_vec().unwrap(), vec![2.5]);
+}

@@ -467,6 +467,10 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<ParsedHeader> {
     let mut entries = Vec::with_capacity(obj.len());
     for (name, v) in obj {
         if name == "__metadata__" {
+            // MLX writes `"__metadata__": null` when there is none.
+            if v.is_null() {
+                continue;
+            }
             let m = v.as_object().ok_or_else(|| {
                 Error::json(
                     path,
