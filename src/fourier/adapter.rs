@@ -33,8 +33,9 @@ pub struct AdapterModule {
     pub name: String,
     /// Coefficients c_k as f32 (PEFT upcasts F16/BF16 spectra with `.float()` too).
     pub coeffs: Vec<f32>,
-    /// Dtype the coefficients were stored in.
+    /// Dtype the coefficients are stored in, in this file.
     pub stored_dtype: DType,
+
     /// Explicit `(rows, cols)` from a packed file; otherwise derived from the seed.
     pub positions: Option<(Vec<u32>, Vec<u32>)>,
 }
@@ -169,8 +170,8 @@ impl Adapter {
             if let Some(module) = rest.strip_suffix(SPECTRUM_SUFFIX) {
                 let n = config.n_for_module(&cfg_path, module)?;
                 modules.push(read_spectrum(&view, module, n)?);
-            } else {
-                extras.push(read_extra(&view, &config, st_path, name, rest)?);
+            } else if let Some(e) = read_extra(&view, &config, st_path, name, rest)? {
+                push_extra(&mut extras, e, st_path)?;
             }
         }
         let file_bytes = file.file_size() + text.len() as u64;
@@ -454,6 +455,7 @@ impl Adapter {
         meta.insert("format".to_string(), PACKED_FORMAT.to_string());
         meta.insert("format_version".to_string(), PACKED_VERSION.to_string());
         meta.insert("peft_config".to_string(), self.config.to_json_string());
+
         write_safetensors(out, &tensors, Some(meta))?;
         Ok(std::fs::metadata(out).map_err(|e| Error::io(out, e))?.len())
     }
@@ -498,21 +500,33 @@ fn read_spectrum(view: &TensorView<'_>, module: &str, n: usize) -> Result<Adapte
     })
 }
 
-/// A non-spectrum PEFT tensor: a trained bias or a `modules_to_save` copy.
+/// A non-spectrum PEFT tensor: a trained bias or a `modules_to_save` copy. Returns `None`
+/// for tensors that only restate the base (`<m>.original_module.*`, which PEFT writes with
+/// `bias = "all"`).
+///
+/// PEFT 0.21 names them (after `base_model.model.`):
+/// - `<m>.base_layer.bias`: the bias of an adapted layer → base `<m>.bias`;
+/// - `<m>.<param>` and `<m>.modules_to_save.<param>`: a `modules_to_save` copy (both may be
+///   present, with equal values) → base `<m>.<param>`;
+/// - `<m>.bias` of any other layer with `bias = "all"` → base `<m>.bias`.
 fn read_extra(
     view: &TensorView<'_>,
     config: &FourierConfig,
     st_path: &Path,
     full: &str,
     rest: &str,
-) -> Result<ExtraTensor> {
-    // PEFT saves modules_to_save copies as `<module>.modules_to_save.<param>` (the adapter
-    // name stripped); older writers left the bare `<module>.<param>`.
-    let target = rest.replacen(".modules_to_save.", ".", 1);
+) -> Result<Option<ExtraTensor>> {
+    if rest.contains(".original_module.") {
+        return Ok(None);
+    }
+    let target = rest
+        .replacen(".base_layer.", ".", 1)
+        .replacen(".modules_to_save.", ".", 1);
     let is_bias = target.ends_with(".bias") && config.bias != Bias::None;
-    let is_saved = config.modules_to_save.iter().any(|m| {
-        target == *m || target.starts_with(&format!("{m}.")) || target.contains(&format!(".{m}."))
-    });
+    let is_saved = config
+        .modules_to_save
+        .iter()
+        .any(|m| target.starts_with(&format!("{m}.")) || target.contains(&format!(".{m}.")));
     if !is_bias && !is_saved {
         return Err(Error::format(
             st_path,
@@ -522,12 +536,27 @@ fn read_extra(
             ),
         ));
     }
-    Ok(ExtraTensor {
+    Ok(Some(ExtraTensor {
         name: target,
         dtype: view.dtype,
         shape: view.shape.to_vec(),
         values: finite_values(view)?,
-    })
+    }))
+}
+
+/// Merge PEFT's duplicate copies of one tensor (they must agree).
+fn push_extra(extras: &mut Vec<ExtraTensor>, e: ExtraTensor, st_path: &Path) -> Result<()> {
+    if let Some(prev) = extras.iter().find(|x| x.name == e.name) {
+        if prev.shape != e.shape || prev.values != e.values {
+            return Err(Error::format(
+                st_path,
+                format!("two different copies of '{}' in one adapter", e.name),
+            ));
+        }
+        return Ok(());
+    }
+    extras.push(e);
+    Ok(())
 }
 
 impl From<&Adapter> for FilePath {
