@@ -138,12 +138,8 @@ pub fn quantize_model_dir(
                 let groups = scales.len() / rows;
                 out.push(OutTensor::u32(name.to_string(), vec![rows, packed], &words));
                 for (suffix, vals) in [("scales", &scales), ("biases", &biases)] {
-                    out.push(OutTensor {
-                        name: format!("{module}.{suffix}"),
-                        dtype: t.dtype.to_safetensors(),
-                        shape: vec![rows, groups],
-                        data: t.dtype.encode_f32(vals).unwrap_or_default(),
-                    });
+                    let n = format!("{module}.{suffix}");
+                    out.push(OutTensor::floats(n, vec![rows, groups], t.dtype, vals));
                 }
                 report.quantized.push(module.to_string());
             }
@@ -151,12 +147,7 @@ pub fn quantize_model_dir(
                 if q == Some(false) {
                     report.skipped.push(name.to_string());
                 }
-                out.push(OutTensor {
-                    name: name.to_string(),
-                    dtype: t.dtype.to_safetensors(),
-                    shape: t.shape.to_vec(),
-                    data: t.data.to_vec(),
-                });
+                out.push(OutTensor::copy_of(&t));
                 report.kept += 1;
             }
         }

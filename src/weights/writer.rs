@@ -61,6 +61,35 @@ impl OutTensor {
     }
 }
 
+impl OutTensor {
+    /// f32 values stored as `dtype` (F32, F16, BF16 or F64; others are stored as F32).
+    pub fn floats(
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        dtype: crate::weights::DType,
+        values: &[f32],
+    ) -> Self {
+        use crate::weights::DType;
+        let dtype = if dtype.is_float() { dtype } else { DType::F32 };
+        OutTensor {
+            name: name.into(),
+            dtype: dtype.to_safetensors(),
+            shape,
+            data: dtype.encode_f32(values).unwrap_or_default(),
+        }
+    }
+
+    /// A byte-for-byte copy of a tensor read from another file.
+    pub fn copy_of(view: &crate::weights::TensorView<'_>) -> Self {
+        OutTensor {
+            name: view.name.to_string(),
+            dtype: view.dtype.to_safetensors(),
+            shape: view.shape.to_vec(),
+            data: view.data.to_vec(),
+        }
+    }
+}
+
 impl View for &OutTensor {
     fn dtype(&self) -> Dtype {
         self.dtype
