@@ -82,6 +82,9 @@ pub struct LayerFit {
     pub n: usize,
 }
 
+/// Largest layer (out·in) we build a ΔW for: 2^33 weights (32 GiB of f32), far above any real
+/// projection, low enough that a typo in a shape is an error rather than an endless shuffle.
+pub const MAX_LAYER_ELEMENTS: u64 = 1 << 33;
 pub const PACKED_FORMAT: &str = "fourierft.adapter";
 pub const PACKED_VERSION: &str = "1";
 const PEFT_PREFIX: &str = "base_model.model.";
@@ -325,9 +328,9 @@ impl Adapter {
         in_features: usize,
     ) -> Result<(Vec<u32>, Vec<u32>)> {
         let total = (out_features as u128) * (in_features as u128);
-        if out_features == 0 || in_features == 0 || total > u32::MAX as u128 * u32::MAX as u128 {
+        if out_features == 0 || in_features == 0 || total > MAX_LAYER_ELEMENTS as u128 {
             return Err(Error::InvalidArgument(format!(
-                "layer shape {out_features}x{in_features} for module '{}'",
+                "layer shape {out_features}x{in_features} for module '{}': expected 1 to 2^33 weights",
                 m.name
             )));
         }

@@ -121,6 +121,10 @@ pub fn delta_fast_into(s: SpectrumRef<'_>, threads: usize, out: &mut [f32]) {
     let pairs = d1.div_ceil(2);
     // Spawning threads costs more than a small layer: ~1 thread per 64K outputs.
     let threads = threads.clamp(1, pairs).min((d1 * d2 / 65536).max(1));
+    if threads == 1 {
+        rows_block(s, 0, out, &tw, &coef, fft);
+        return;
+    }
     let pairs_per = pairs.div_ceil(threads);
     std::thread::scope(|scope| {
         let mut rest = out;

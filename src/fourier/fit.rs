@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::weights::{Arch, ModelFiles};
 
 use super::adapter::{Adapter, AdapterModule, LayerFit};
-use super::delta::{default_threads, delta_fast, delta_reference_f64, SpectrumRef};
+use super::delta::{default_threads, delta_fast_into, delta_reference_f64, SpectrumRef};
 
 /// How to compute ΔW on the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,19 @@ impl Adapter {
             scaling: self.config.scaling,
         };
         let delta = match method {
-            CpuMethod::Fast => delta_fast(spec, default_threads()),
+            CpuMethod::Fast => {
+                let len = out_features * in_features;
+                let mut out = Vec::new();
+                out.try_reserve_exact(len).map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "module '{}': not enough memory for a {out_features}x{in_features} f32 ΔW",
+                        m.name
+                    ))
+                })?;
+                out.resize(len, 0.0);
+                delta_fast_into(spec, default_threads(), &mut out);
+                out
+            }
             CpuMethod::Reference => delta_reference_f64(spec)
                 .into_iter()
                 .map(|x| x as f32)

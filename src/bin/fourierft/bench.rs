@@ -82,9 +82,9 @@ pub fn delta(as_json: bool, reps: usize) -> Result<()> {
     if as_json {
         crate::print_json(&out);
     } else {
-        println!("ΔW for a {d1}x{d2} layer, {threads} threads, median of {reps}:");
+        outln!("ΔW for a {d1}x{d2} layer, {threads} threads, median of {reps}:");
         for r in out["results"].as_array().into_iter().flatten() {
-            println!(
+            outln!(
                 "  n = {:>5}: fast {:>8.2} ms (positions {:.3} ms)   PEFT algorithm {:>8.2} ms   speed-up {:>6.1}x   max rel diff {:.1e}",
                 r["n"], r["fast_ms"].as_f64().unwrap_or(0.0), r["fast_positions_ms"].as_f64().unwrap_or(0.0),
                 r["peft_algorithm_ms"].as_f64().unwrap_or(0.0), r["speedup"].as_f64().unwrap_or(0.0),

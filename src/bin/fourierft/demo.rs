@@ -15,7 +15,7 @@ pub fn run() -> Result<()> {
     let t = Instant::now();
     let model = ModelFiles::open(&model_dir)?;
     let c = &model.config;
-    println!(
+    outln!(
         "base model {}: {} ({} layers, hidden {}, {} tensors, {} bytes), opened in {:.2} ms",
         model_dir.display(),
         c.model_type,
@@ -35,7 +35,7 @@ pub fn run() -> Result<()> {
         let load_ms = t.elapsed().as_secs_f64() * 1e3;
         let bytes = a.write_packed(&packed, DType::F16, None)?;
         let p = Adapter::load(&packed)?;
-        println!(
+        outln!(
             "\nadapter {name}: {} layers, {} coefficients, seed {}, scaling {}; PEFT folder {} bytes, packed f16 {} bytes; loaded+checked in {:.2} ms",
             a.modules.len(),
             a.modules.iter().map(|m| m.n()).sum::<usize>(),
@@ -62,7 +62,7 @@ pub fn run() -> Result<()> {
             let pm = p.require_module(&f.module)?;
             let dp = p.module_delta(pm, f.out_features, f.in_features, CpuMethod::Fast)?;
             let err16 = relative_max_error(&dp.delta, &want);
-            println!(
+            outln!(
                 "  {:<36} {:>3}x{:<3} n={:<3} ΔW in {:>6.1} µs  vs PEFT: {:.1e} (f32), {:.1e} (packed f16)",
                 f.module, f.out_features, f.in_features, f.n, us, err, err16
             );
@@ -75,6 +75,6 @@ pub fn run() -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&packed);
-    println!("\nAll ΔW match PEFT within 1e-5 of max|ΔW|. (Text generation arrives with the model runtime.)");
+    outln!("\nAll ΔW match PEFT within 1e-5 of max|ΔW|. (Text generation arrives with the model runtime.)");
     Ok(())
 }

@@ -132,11 +132,11 @@ fn print_text(v: &Value, indent: usize) {
         for (k, val) in m {
             match val {
                 Value::Object(_) => {
-                    println!("{pad}{k}:");
+                    outln!("{pad}{k}:");
                     print_text(val, indent + 2);
                 }
                 Value::Array(a) if a.iter().any(|x| x.is_object()) => {
-                    println!("{pad}{k}: ({} entries)", a.len());
+                    outln!("{pad}{k}: ({} entries)", a.len());
                     for x in a.iter().take(64) {
                         let line: Vec<String> = x
                             .as_object()
@@ -146,13 +146,13 @@ fn print_text(v: &Value, indent: usize) {
                                     .collect()
                             })
                             .unwrap_or_default();
-                        println!("{pad}  - {}", line.join("  "));
+                        outln!("{pad}  - {}", line.join("  "));
                     }
                     if a.len() > 64 {
-                        println!("{pad}  … {} more", a.len() - 64);
+                        outln!("{pad}  … {} more", a.len() - 64);
                     }
                 }
-                _ => println!("{pad}{k}: {}", scalar(val)),
+                _ => outln!("{pad}{k}: {}", scalar(val)),
             }
         }
     }

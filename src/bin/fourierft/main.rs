@@ -15,6 +15,14 @@ use fourierft::weights::writer::{write_safetensors, OutTensor};
 use fourierft::weights::{DType, ModelFiles, QuantSpec};
 use fourierft::{Error, Result};
 
+/// `println!` that ignores a closed stdout (e.g. `fourierft inspect … | head`) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod demo;
 mod inspect;
@@ -289,7 +297,7 @@ fn pack(a: PackArgs) -> Result<()> {
     };
     let bytes = adapter.write_packed(&a.out, dtype, explicit)?;
     let coeffs: usize = adapter.modules.iter().map(|m| m.n()).sum();
-    println!(
+    outln!(
         "packed {} modules, {coeffs} coefficients ({}) into {} ({bytes} bytes; PEFT folder: {} bytes)",
         adapter.modules.len(),
         dtype,
@@ -317,7 +325,7 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    println!(
+    outln!(
         "quantised {} into {} ({}-bit, group {}) in {:.2} s: {:?}",
         a.input.display(),
         a.out.display(),
@@ -335,7 +343,7 @@ pub(crate) fn repo_root() -> &'static Path {
 }
 
 pub(crate) fn print_json(v: &serde_json::Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| json!({}).to_string())
     );
