@@ -88,6 +88,10 @@ pub enum Error {
     #[error("{path}: unsupported: {what}")]
     Unsupported { path: FilePath, what: String },
 
+    /// No usable GPU, or the GPU refused an operation (device lost, out of memory, limits).
+    #[error("GPU: {0}")]
+    Gpu(String),
+
     /// A caller passed an argument that cannot work (e.g. a shape of zero).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -35,3 +35,18 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
         .fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
     d / m.max(f64::MIN_POSITIVE)
 }
+
+/// A GPU context for a test, or `None` (with a note) when the machine has no adapter. Under
+/// `FOURIERFT_REQUIRE_GPU=1` (set in CI) a missing adapter fails the test instead of skipping.
+pub fn gpu() -> Option<fourierft::backend::wgpu::GpuContext> {
+    match fourierft::backend::wgpu::GpuContext::new() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            if std::env::var("FOURIERFT_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("FOURIERFT_REQUIRE_GPU=1 but no GPU: {e}");
+            }
+            eprintln!("SKIPPED (no GPU adapter; set FOURIERFT_REQUIRE_GPU=1 to fail instead): {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The CPU oracle of an adapted layer's overlay: `deq(W) + ΔW` in the base's stored layout,
+//! with the same precision rules as the GPU path (f32 for an F32 base; otherwise deq(W) as
+//! MLX defines it in the model dtype, converted to f16, plus ΔW, rounded once to f16).
+
+use crate::error::Result;
+use crate::fourier::{Adapter, CpuMethod, LayerFit};
+use crate::weights::{DType, ModelFiles};
+
+/// `deq(W)` of a module, f32 `[rows, cols]` as stored, and whether the overlay is f16.
+pub fn base_values(model: &ModelFiles, module: &str) -> Result<(Vec<f32>, bool)> {
+    let (_, cols) = model.linear_dims(module)?;
+    if model.is_quantized(module) {
+        Ok((model.quantized(module)?.dequantize_mlx()?, cols % 2 == 0))
+    } else {
+        let w = model.weights.tensor(&format!("{module}.weight"))?;
+        Ok((w.to_f32_vec()?, w.dtype != DType::F32 && cols % 2 == 0))
+    }
+}
+
+/// The merged overlay of `fit`'s layer, f32 values (f16-rounded when the overlay is f16).
+pub fn overlay(model: &ModelFiles, adapter: &Adapter, fit: &LayerFit) -> Result<(Vec<f32>, bool)> {
+    let (mut w, f16) = base_values(model, &fit.module)?;
+    let m = adapter.require_module(&fit.module)?;
+    let d = adapter.module_delta(m, fit.out_features, fit.in_features, CpuMethod::Fast)?;
+    let (d1, d2) = (fit.out_features, fit.in_features);
+    let round = |x: f32| if f16 { half::f16::from_f32(x).to_f32() } else { x };
+    for p in 0..d1 {
+        for q in 0..d2 {
+            // Stored [out, in], or [in, out] for Conv1D (merged transposed, as PEFT does).
+            let i = if fit.transposed { q * d1 + p } else { p * d2 + q };
+            w[i] = round(round(w[i]) + d.delta[p * d2 + q]);
+        }
+    }
+    Ok((w, f16))
+}

@@ -1,0 +1,40 @@
+//! Rust wrappers of the WGSL kernels in `shaders/`, one per file, of the same name.
+
+pub mod delta;
+pub mod dequant;
+
+use super::context::ShaderSource;
+
+/// Every shader the crate embeds (the naga validation test walks this list and the folder).
+pub const ALL_SHADERS: &[ShaderSource] = &[delta::SHADER, dequant::SHADER];
+
+/// Rows per chunk so that `rows * row_bytes` fits `max_binding` and every chunk starts at a
+/// multiple of `align` bytes for each (row_bytes, ...) given; `unit` rows is the granularity.
+pub(crate) fn chunk_rows(total_rows: usize, row_bytes: &[u64], max_binding: u64, align: u64, unit: usize) -> Option<usize> {
+    let mut step = unit as u64;
+    for &rb in row_bytes {
+        // smallest multiple of `unit` rows whose byte size is a multiple of `align`
+        let per_unit = rb * unit as u64;
+        let g = gcd(per_unit, align);
+        let need = align / g;
+        step = lcm(step, need * unit as u64);
+    }
+    let fit = row_bytes
+        .iter()
+        .map(|&rb| if rb == 0 { u64::MAX } else { max_binding / rb })
+        .min()
+        .unwrap_or(u64::MAX);
+    if fit >= total_rows as u64 {
+        return Some(total_rows);
+    }
+    let rows = fit / step * step;
+    (rows > 0).then_some(rows as usize)
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    a / gcd(a, b) * b
+}
