@@ -314,22 +314,6 @@ fn exit_codes_and_one_line_errors() {
         "tiny_bert",
     );
     assert_fails(
-        &run(&[
-            "delta",
-            "--adapter",
-            s(&adapter),
-            "--module",
-            "model.layers.0.self_attn.q_proj",
-            "--shape",
-            "32x32",
-            "--backend",
-            "gpu",
-            "--out",
-            s(&out),
-        ]),
-        "not built yet",
-    );
-    assert_fails(
         &run(&["pack-adapter", "--in", s(&junk), "--out", s(&out)]),
         "junk.safetensors",
     );
@@ -340,4 +324,70 @@ fn demo_runs() {
     let o = run(&["demo"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("match PEFT"));
+}
+
+#[test]
+fn delta_on_the_gpu_backend() {
+    let d = scratch("cli-gpu");
+    let out = d.join("g.safetensors");
+    let module = "transformer.h.0.attn.c_attn";
+    let adapter = fixtures().join("adapters/gpt2_conv1d");
+    let model = fixtures().join("tiny_gpt2");
+    let o = run(&[
+        "delta",
+        "--adapter",
+        s(&adapter),
+        "--module",
+        module,
+        "--model",
+        s(&model),
+        "--out",
+        s(&out),
+        "--backend",
+        "gpu",
+    ]);
+    if common::gpu().is_some() {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("on gpu"));
+        check_delta_file(&out, "gpt2_conv1d_delta.safetensors", module);
+        // FOURIERFT_BACKEND picks the backend when --backend is absent.
+        let o = Command::new(env!("CARGO_BIN_EXE_fourierft"))
+            .args([
+                "delta",
+                "--adapter",
+                s(&adapter),
+                "--module",
+                module,
+                "--shape",
+                "96x32",
+                "--out",
+                s(&out),
+            ])
+            .env("FOURIERFT_BACKEND", "gpu")
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&o.stderr).contains("on gpu"));
+        check_delta_file(&out, "gpt2_conv1d_delta.safetensors", module);
+        let o = run(&["inspect", "--gpu", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(v["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+    } else {
+        assert_fails(&o, "no GPU adapter");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_fourierft"))
+        .args([
+            "delta",
+            "--adapter",
+            s(&adapter),
+            "--module",
+            module,
+            "--shape",
+            "96x32",
+            "--out",
+            s(&out),
+        ])
+        .env("FOURIERFT_BACKEND", "tpu")
+        .output()
+        .unwrap();
+    assert_fails(&o, "FOURIERFT_BACKEND");
 }

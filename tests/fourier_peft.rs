@@ -51,7 +51,8 @@ fn check_against_golden(adapter: &Adapter, model_name: &str, golden_name: &str, 
             Some(t) => {
                 let rounded = want_w.to_f32_vec().unwrap();
                 let exact = t.to_f32_vec().unwrap();
-                for m in [CpuMethod::Fast] {
+                {
+                    let m = CpuMethod::Fast;
                     let d = adapter
                         .module_delta(
                             adapter.require_module(&f.module).unwrap(),

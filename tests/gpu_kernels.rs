@@ -29,16 +29,26 @@ fn gpu_delta_matches_peft_for_every_fixture_adapter() {
     for (name, model) in FIXTURE_ADAPTERS {
         let a = Adapter::load(&fixtures().join("adapters").join(name)).unwrap();
         let m = ModelFiles::open(&fixtures().join(model)).unwrap();
-        let golden = SafeTensorsFile::open(&fixtures().join(format!("golden/{name}_delta.safetensors"))).unwrap();
+        let golden =
+            SafeTensorsFile::open(&fixtures().join(format!("golden/{name}_delta.safetensors")))
+                .unwrap();
         for fit in a.fit(&m).unwrap() {
-            let (w, rows, cols) = apply::delta(&ctx, &a, &fit.module, fit.out_features, fit.in_features).unwrap();
+            let (w, rows, cols) =
+                apply::delta(&ctx, &a, &fit.module, fit.out_features, fit.in_features).unwrap();
             let exact = golden
                 .get(&format!("{}.delta_w_f32", fit.module))
                 .unwrap_or_else(|| golden.tensor(&format!("{}.delta_w", fit.module)).unwrap());
             let e = rel_err(&w, &exact.to_f32_vec().unwrap());
             assert!(e <= 1e-5, "{name} {}: GPU ΔW rel err {e:.2e}", fit.module);
             let idx: Vec<i64> = rows.iter().chain(&cols).map(|&x| x as i64).collect();
-            assert_eq!(idx, golden.tensor(&format!("{}.indices", fit.module)).unwrap().to_i64_vec().unwrap());
+            assert_eq!(
+                idx,
+                golden
+                    .tensor(&format!("{}.indices", fit.module))
+                    .unwrap()
+                    .to_i64_vec()
+                    .unwrap()
+            );
         }
     }
 }
@@ -59,17 +69,33 @@ fn gpu_delta_matches_f64_on_unseen_shapes() {
     let dir = scratch("gpu-unseen");
     for &(d1, d2, n, seed, scaling) in cases {
         let mut g = Mt19937::new(seed ^ 0xabc);
-        let c: Vec<f32> = (0..n).map(|_| g.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0).collect();
+        let c: Vec<f32> = (0..n)
+            .map(|_| g.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0)
+            .collect();
         let (rows, cols) = spectral_positions(seed, d1, d2, n);
-        let want = delta_reference_f64(SpectrumRef { d1, d2, rows: &rows, cols: &cols, coeffs: &c, scaling });
+        let want = delta_reference_f64(SpectrumRef {
+            d1,
+            d2,
+            rows: &rows,
+            cols: &cols,
+            coeffs: &c,
+            scaling,
+        });
         // Through a packed adapter file, as a user would.
         let path = dir.join(format!("{d1}x{d2}.safetensors"));
-        let cfg = format!(r#"{{"peft_type":"FOURIERFT","n_frequency":{n},"scaling":{scaling},"random_loc_seed":{seed}}}"#);
+        let cfg = format!(
+            r#"{{"peft_type":"FOURIERFT","n_frequency":{n},"scaling":{scaling},"random_loc_seed":{seed}}}"#
+        );
         let mut meta = std::collections::HashMap::new();
         meta.insert("format".to_string(), "fourierft.adapter".to_string());
         meta.insert("format_version".to_string(), "1".to_string());
         meta.insert("peft_config".to_string(), cfg);
-        write_safetensors(&path, &[OutTensor::f32("layer.fourierft_spectrum", vec![n], &c)], Some(meta)).unwrap();
+        write_safetensors(
+            &path,
+            &[OutTensor::f32("layer.fourierft_spectrum", vec![n], &c)],
+            Some(meta),
+        )
+        .unwrap();
         let a = Adapter::load(&path).unwrap();
         let (w, _, _) = apply::delta(&ctx, &a, "layer", d1, d2).unwrap();
         let want32: Vec<f32> = want.iter().map(|&x| x as f32).collect();
@@ -79,11 +105,18 @@ fn gpu_delta_matches_f64_on_unseen_shapes() {
 }
 
 /// Each quantised / float base format, each merged overlay against the CPU oracle.
-fn check_overlays(ctx: &fourierft::backend::wgpu::GpuContext, model_dir: &std::path::Path, adapter: &str) {
+fn check_overlays(
+    ctx: &fourierft::backend::wgpu::GpuContext,
+    model_dir: &std::path::Path,
+    adapter: &str,
+) {
     let model = ModelFiles::open(model_dir).unwrap();
     let a = Adapter::load(&fixtures().join("adapters").join(adapter)).unwrap();
     let fits = a.fit(&model).unwrap();
-    let layers: Vec<GpuLayer> = fits.iter().map(|f| GpuLayer::upload(ctx, &model, &f.module).unwrap()).collect();
+    let layers: Vec<GpuLayer> = fits
+        .iter()
+        .map(|f| GpuLayer::upload(ctx, &model, &f.module).unwrap())
+        .collect();
     let overlays = apply::apply(ctx, &layers, &a, &fits, Vec::new()).unwrap();
     for (fit, ov) in fits.iter().zip(&overlays) {
         let got = ov.read(ctx).unwrap();
@@ -92,12 +125,25 @@ fn check_overlays(ctx: &fourierft::backend::wgpu::GpuContext, model_dir: &std::p
         for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
             // f16: within one f16 ulp (deq(W) is rounded to f16 first, then the sum);
             // f32: within f32 noise of the kernel's sums.
-            let tol = if f16 { (w.abs() * 2f32.powi(-10)).max(2f32.powi(-24)) } else { 1e-6 * w.abs().max(1.0) };
-            assert!((g - w).abs() <= tol, "{} {} [{i}]: gpu {g} cpu {w}", model_dir.display(), fit.module);
+            let tol = if f16 {
+                (w.abs() * 2f32.powi(-10)).max(2f32.powi(-24))
+            } else {
+                1e-6 * w.abs().max(1.0)
+            };
+            assert!(
+                (g - w).abs() <= tol,
+                "{} {} [{i}]: gpu {g} cpu {w}",
+                model_dir.display(),
+                fit.module
+            );
         }
         // The adapter really changed the layer.
         let (base, _) = merge::base_values(&model, &fit.module).unwrap();
-        assert!(got.iter().zip(&base).any(|(x, y)| (x - y).abs() > 1e-4), "{}: overlay equals base", fit.module);
+        assert!(
+            got.iter().zip(&base).any(|(x, y)| (x - y).abs() > 1e-4),
+            "{}: overlay equals base",
+            fit.module
+        );
     }
 }
 
@@ -111,10 +157,27 @@ fn overlays_for_f32_quantised_and_conv1d_bases() {
     check_overlays(&ctx, &fixtures().join("tiny_bert"), "bert_cls");
     // 4- and 8-bit bases of every group size, quantised here by the MLX-exact quantiser.
     let dir = scratch("gpu-quant");
-    for (bits, group) in [(4u32, 32usize), (8, 32), (4, 64), (8, 64), (2, 32), (3, 32), (5, 32), (6, 32)] {
+    for (bits, group) in [
+        (4u32, 32usize),
+        (8, 32),
+        (4, 64),
+        (8, 64),
+        (2, 32),
+        (3, 32),
+        (5, 32),
+        (6, 32),
+    ] {
         let out = dir.join(format!("q{bits}g{group}"));
-        fourierft::weights::quantize_model_dir(&fixtures().join("tiny_llama"), &out, QuantSpec { bits, group_size: group }, &mut |_, _| {})
-            .unwrap();
+        fourierft::weights::quantize_model_dir(
+            &fixtures().join("tiny_llama"),
+            &out,
+            QuantSpec {
+                bits,
+                group_size: group,
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
         check_overlays(&ctx, &out, "llama_a");
         check_overlays(&ctx, &out, "llama_b");
     }
@@ -129,21 +192,39 @@ fn overlays_for_f16_and_bf16_bases() {
     for dt in [DType::F16, DType::BF16] {
         let out = dir.join(format!("{dt}"));
         std::fs::create_dir_all(&out).unwrap();
-        std::fs::copy(fixtures().join("tiny_llama/config.json"), out.join("config.json")).unwrap();
+        std::fs::copy(
+            fixtures().join("tiny_llama/config.json"),
+            out.join("config.json"),
+        )
+        .unwrap();
         let tensors: Vec<OutTensor> = src
             .weights
             .names()
             .iter()
             .map(|n| {
                 let t = src.weights.tensor(n).unwrap();
-                OutTensor::floats(n.to_string(), t.shape.to_vec(), dt, &t.to_f32_vec().unwrap())
+                OutTensor::floats(
+                    n.to_string(),
+                    t.shape.to_vec(),
+                    dt,
+                    &t.to_f32_vec().unwrap(),
+                )
             })
             .collect();
         write_safetensors(&out.join("model.safetensors"), &tensors, None).unwrap();
         check_overlays(&ctx, &out, "llama_a");
         // ... and quantised from that half-precision model: scales/biases in F16/BF16.
         let q = dir.join(format!("{dt}-q4"));
-        fourierft::weights::quantize_model_dir(&out, &q, QuantSpec { bits: 4, group_size: 32 }, &mut |_, _| {}).unwrap();
+        fourierft::weights::quantize_model_dir(
+            &out,
+            &q,
+            QuantSpec {
+                bits: 4,
+                group_size: 32,
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
         check_overlays(&ctx, &q, "llama_b");
     }
 }
@@ -158,7 +239,10 @@ fn chunked_bindings_give_the_same_overlays() {
     let a = Adapter::load(&fixtures().join("adapters/llama_b")).unwrap();
     let m = a.require_module("model.layers.1.mlp.down_proj").unwrap();
     let (w, _, _) = apply::delta(&ctx, &a, &m.name, 32, 64).unwrap();
-    let want = a.module_delta(m, 32, 64, CpuMethod::Reference).unwrap().delta;
+    let want = a
+        .module_delta(m, 32, 64, CpuMethod::Reference)
+        .unwrap()
+        .delta;
     assert!(rel_err(&w, &want) <= 1e-5);
 }
 
@@ -168,7 +252,10 @@ fn swapping_rewrites_overlays_in_place() {
     let model = ModelFiles::open(&fixtures().join("tiny_llama_mlx4")).unwrap();
     let a = Adapter::load(&fixtures().join("adapters/llama_a")).unwrap();
     let fits = a.fit(&model).unwrap();
-    let layers: Vec<GpuLayer> = fits.iter().map(|f| GpuLayer::upload(&ctx, &model, &f.module).unwrap()).collect();
+    let layers: Vec<GpuLayer> = fits
+        .iter()
+        .map(|f| GpuLayer::upload(&ctx, &model, &f.module).unwrap())
+        .collect();
     let first = apply::apply(&ctx, &layers, &a, &fits, Vec::new()).unwrap();
     let before: Vec<Vec<f32>> = first.iter().map(|o| o.read(&ctx).unwrap()).collect();
     let pipelines = ctx.pipeline_count();

@@ -30,9 +30,8 @@ impl BackendChoice {
     /// `FOURIERFT_BACKEND` if set, else `default`.
     pub fn from_env_or(default: Self) -> Result<Self> {
         match std::env::var("FOURIERFT_BACKEND") {
-            Ok(v) => Self::parse(&v).map_err(|e| {
-                Error::InvalidArgument(format!("FOURIERFT_BACKEND: {e}"))
-            }),
+            Ok(v) => Self::parse(&v)
+                .map_err(|e| Error::InvalidArgument(format!("FOURIERFT_BACKEND: {e}"))),
             Err(_) => Ok(default),
         }
     }

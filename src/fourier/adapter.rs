@@ -297,10 +297,7 @@ impl Adapter {
     }
 
     pub fn module(&self, name: &str) -> Option<&AdapterModule> {
-        self.modules
-            .binary_search_by(|m| m.name.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.modules[i])
+        self.modules.iter().find(|m| m.name == name)
     }
 
     /// Look a module up, with an error listing what the adapter does adapt.

@@ -23,13 +23,68 @@ pub fn overlay(model: &ModelFiles, adapter: &Adapter, fit: &LayerFit) -> Result<
     let m = adapter.require_module(&fit.module)?;
     let d = adapter.module_delta(m, fit.out_features, fit.in_features, CpuMethod::Fast)?;
     let (d1, d2) = (fit.out_features, fit.in_features);
-    let round = |x: f32| if f16 { half::f16::from_f32(x).to_f32() } else { x };
+    let round = |x: f32| {
+        if f16 {
+            half::f16::from_f32(x).to_f32()
+        } else {
+            x
+        }
+    };
     for p in 0..d1 {
         for q in 0..d2 {
             // Stored [out, in], or [in, out] for Conv1D (merged transposed, as PEFT does).
-            let i = if fit.transposed { q * d1 + p } else { p * d2 + q };
+            let i = if fit.transposed {
+                q * d1 + p
+            } else {
+                p * d2 + q
+            };
             w[i] = round(round(w[i]) + d.delta[p * d2 + q]);
         }
     }
     Ok((w, f16))
+}
+
+/// The CPU fast path of one quantised layer's f16 overlay: `f16(f16(deq(W)) + ΔW)` for a
+/// `[rows, cols]` MLX-affine weight (row-major ΔW of the same shape), threaded over rows.
+#[allow(clippy::too_many_arguments)]
+pub fn overlay_f16_affine(
+    words: &[u32],
+    scales: &[f32],
+    biases: &[f32],
+    spec: crate::weights::QuantSpec,
+    sb_dtype: DType,
+    rows: usize,
+    cols: usize,
+    delta: &[f32],
+    threads: usize,
+) -> Vec<half::f16> {
+    let mut out = vec![half::f16::ZERO; rows * cols];
+    let wpr = cols * spec.bits as usize / 32;
+    let gpr = cols / spec.group_size;
+    let per = rows.div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        for (ci, chunk) in out.chunks_mut(per * cols).enumerate() {
+            scope.spawn(move || {
+                let mut row = vec![0f32; cols];
+                for (ri, o) in chunk.chunks_mut(cols).enumerate() {
+                    let r = ci * per + ri;
+                    crate::weights::quant::dequantize_row_as(
+                        &words[r * wpr..(r + 1) * wpr],
+                        &scales[r * gpr..(r + 1) * gpr],
+                        &biases[r * gpr..(r + 1) * gpr],
+                        spec,
+                        cols,
+                        sb_dtype,
+                        &mut row,
+                    );
+                    for ((o, &w), &d) in
+                        o.iter_mut().zip(&row).zip(&delta[r * cols..(r + 1) * cols])
+                    {
+                        *o = half::f16::from_f32(half::f16::from_f32(w).to_f32() + d);
+                    }
+                }
+            });
+        }
+    });
+    out
 }

@@ -38,7 +38,10 @@ impl GpuLayer {
                 module: module.to_string(),
                 rows,
                 cols,
-                format: WeightFormat::Affine { spec: q.spec, sb: q.dtype() },
+                format: WeightFormat::Affine {
+                    spec: q.spec,
+                    sb: q.dtype(),
+                },
                 weight: ctx.upload_tensor(&q.weight)?,
                 scales: Some(ctx.upload_tensor(&q.scales)?),
                 biases: Some(ctx.upload_tensor(&q.biases)?),
@@ -50,7 +53,12 @@ impl GpuLayer {
                 DType::F16 => WeightFormat::F16,
                 DType::BF16 => WeightFormat::BF16,
                 other => {
-                    return Err(Error::tensor(w.path, w.name, "F32, F16, BF16 or MLX-quantised U32", other.to_string()))
+                    return Err(Error::tensor(
+                        w.path,
+                        w.name,
+                        "F32, F16, BF16 or MLX-quantised U32",
+                        other.to_string(),
+                    ))
                 }
             };
             Ok(GpuLayer {
@@ -65,9 +73,65 @@ impl GpuLayer {
         }
     }
 
+    /// A layer from raw little-endian bytes (e.g. synthetic weights in a benchmark).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_bytes(
+        ctx: &GpuContext,
+        module: &str,
+        rows: usize,
+        cols: usize,
+        format: WeightFormat,
+        weight: &[u8],
+        scales: Option<&[u8]>,
+        biases: Option<&[u8]>,
+    ) -> Result<Self> {
+        let up =
+            |label: &str, bytes: &[u8], dtype: DType, shape: Vec<usize>| -> Result<GpuTensor> {
+                Ok(GpuTensor {
+                    buffer: ctx.upload_bytes(
+                        label,
+                        bytes,
+                        wgpu::BufferUsages::STORAGE
+                            | wgpu::BufferUsages::COPY_SRC
+                            | wgpu::BufferUsages::COPY_DST,
+                    )?,
+                    dtype,
+                    shape,
+                    bytes: bytes.len() as u64,
+                })
+            };
+        let (wdtype, sb) = match format {
+            WeightFormat::F32 => (DType::F32, None),
+            WeightFormat::F16 => (DType::F16, None),
+            WeightFormat::BF16 => (DType::BF16, None),
+            WeightFormat::Affine { sb, .. } => (DType::U32, Some(sb)),
+        };
+        let sb_shape = match format {
+            WeightFormat::Affine { spec, .. } => vec![rows, cols / spec.group_size],
+            _ => Vec::new(),
+        };
+        Ok(GpuLayer {
+            module: module.to_string(),
+            rows,
+            cols,
+            format,
+            weight: up(module, weight, wdtype, vec![rows, cols])?,
+            scales: match (scales, sb) {
+                (Some(b), Some(d)) => Some(up("scales", b, d, sb_shape.clone())?),
+                _ => None,
+            },
+            biases: match (biases, sb) {
+                (Some(b), Some(d)) => Some(up("biases", b, d, sb_shape)?),
+                _ => None,
+            },
+        })
+    }
+
     /// Bytes uploaded for this layer.
     pub fn bytes(&self) -> u64 {
-        self.weight.bytes + self.scales.as_ref().map_or(0, |t| t.bytes) + self.biases.as_ref().map_or(0, |t| t.bytes)
+        self.weight.bytes
+            + self.scales.as_ref().map_or(0, |t| t.bytes)
+            + self.biases.as_ref().map_or(0, |t| t.bytes)
     }
 
     /// The overlay dtype this layer gets.
@@ -94,7 +158,9 @@ impl Overlay {
     pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
         let raw = ctx.read_back(&self.buffer, self.bytes())?;
         Ok(if self.f16 {
-            raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            raw.chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect()
         } else {
             super::buffers::f32s(&raw)
         })
@@ -107,9 +173,23 @@ fn layer_plan(adapter: &Adapter, fit: &LayerFit) -> Result<DeltaPlan> {
     let (rows, cols) = adapter.positions(m, fit.out_features, fit.in_features)?;
     if fit.transposed {
         // Stored [in, out]: ΔWᵀ[q, p] = Re Σ c ω2^{v q} ω1^{u p}, i.e. swap the axes.
-        DeltaPlan::new(fit.in_features, fit.out_features, &cols, &rows, &m.coeffs, adapter.config.scaling)
+        DeltaPlan::new(
+            fit.in_features,
+            fit.out_features,
+            &cols,
+            &rows,
+            &m.coeffs,
+            adapter.config.scaling,
+        )
     } else {
-        DeltaPlan::new(fit.out_features, fit.in_features, &rows, &cols, &m.coeffs, adapter.config.scaling)
+        DeltaPlan::new(
+            fit.out_features,
+            fit.in_features,
+            &rows,
+            &cols,
+            &m.coeffs,
+            adapter.config.scaling,
+        )
     }
 }
 
@@ -123,16 +203,25 @@ pub fn apply(
     mut reuse: Vec<Overlay>,
 ) -> Result<Vec<Overlay>> {
     let dummy = ctx.storage("dummy", 4)?;
-    let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("apply adapter") });
+    let mut enc = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("apply adapter"),
+        });
     let mut out = Vec::with_capacity(fits.len());
     let mut plans = Vec::with_capacity(fits.len());
     for fit in fits {
         let layer = layers
             .iter()
             .find(|l| l.module == fit.module)
-            .ok_or_else(|| Error::InvalidArgument(format!("layer '{}' was not uploaded", fit.module)))?;
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("layer '{}' was not uploaded", fit.module))
+            })?;
         let f16 = layer.overlay_f16();
-        let overlay = match reuse.iter().position(|o| o.module == fit.module && o.f16 == f16) {
+        let overlay = match reuse
+            .iter()
+            .position(|o| o.module == fit.module && o.f16 == f16)
+        {
             Some(i) => reuse.swap_remove(i),
             None => {
                 let bytes = (layer.rows * layer.cols) as u64 * if f16 { 2 } else { 4 };
@@ -161,7 +250,16 @@ pub fn apply(
             &dummy,
         )?;
         let plan = GpuDeltaPlan::upload(ctx, &layer_plan(adapter, fit)?)?;
-        plan.record(ctx, &mut enc, &overlay.buffer, if f16 { DeltaOut::AddF16 } else { DeltaOut::AddF32 })?;
+        plan.record(
+            ctx,
+            &mut enc,
+            &overlay.buffer,
+            if f16 {
+                DeltaOut::AddF16
+            } else {
+                DeltaOut::AddF32
+            },
+        )?;
         plans.push(plan);
         out.push(overlay);
     }
@@ -170,14 +268,24 @@ pub fn apply(
 }
 
 /// ΔW `[d1, d2]` of one module, f32, computed on the GPU (for `fourierft delta --backend gpu`).
-pub fn delta(ctx: &GpuContext, adapter: &Adapter, module: &str, d1: usize, d2: usize) -> Result<(Vec<f32>, Vec<u32>, Vec<u32>)> {
+pub fn delta(
+    ctx: &GpuContext,
+    adapter: &Adapter,
+    module: &str,
+    d1: usize,
+    d2: usize,
+) -> Result<(Vec<f32>, Vec<u32>, Vec<u32>)> {
     let m = adapter.require_module(module)?;
     let (rows, cols) = adapter.positions(m, d1, d2)?;
     let plan = DeltaPlan::new(d1, d2, &rows, &cols, &m.coeffs, adapter.config.scaling)?;
     let gplan = GpuDeltaPlan::upload(ctx, &plan)?;
     let bytes = (d1 * d2) as u64 * 4;
     let out = ctx.storage("delta_w", bytes)?;
-    let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("delta") });
+    let mut enc = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("delta"),
+        });
     gplan.record(ctx, &mut enc, &out, DeltaOut::WriteF32)?;
     ctx.queue.submit([enc.finish()]);
     let raw = ctx.read_back(&out, bytes)?;

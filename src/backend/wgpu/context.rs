@@ -83,9 +83,11 @@ impl GpuContext {
     }
 
     pub async fn new_async() -> Result<Self> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let options = wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance),
+            power_preference: wgpu::PowerPreference::from_env()
+                .unwrap_or(wgpu::PowerPreference::HighPerformance),
             force_fallback_adapter: false,
             compatible_surface: None,
             apply_limit_buckets: false,
@@ -103,7 +105,10 @@ impl GpuContext {
             .flags
             .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
         {
-            return Err(Error::Gpu(format!("adapter '{}' has no compute shaders", info.name)));
+            return Err(Error::Gpu(format!(
+                "adapter '{}' has no compute shaders",
+                info.name
+            )));
         }
         // Start from the portable baseline and raise only what our kernels use, to what the
         // adapter offers.
@@ -111,7 +116,8 @@ impl GpuContext {
         limits.max_storage_buffer_binding_size = a.max_storage_buffer_binding_size;
         limits.max_buffer_size = a.max_buffer_size;
         limits.max_storage_buffers_per_shader_stage = a.max_storage_buffers_per_shader_stage.min(8);
-        limits.max_compute_workgroup_storage_size = a.max_compute_workgroup_storage_size.min(32 << 10);
+        limits.max_compute_workgroup_storage_size =
+            a.max_compute_workgroup_storage_size.min(32 << 10);
         limits.max_compute_workgroups_per_dimension = a.max_compute_workgroups_per_dimension;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -124,7 +130,13 @@ impl GpuContext {
             })
             .await
             .map_err(|e| Error::Gpu(format!("adapter '{}' refused a device: {e}", info.name)))?;
-        Ok(Self::assemble(device, queue, info, limits, adapter.features()))
+        Ok(Self::assemble(
+            device,
+            queue,
+            info,
+            limits,
+            adapter.features(),
+        ))
     }
 
     /// Use a device the app already owns. `info` and `adapter_features` describe its adapter.
@@ -203,10 +215,11 @@ impl GpuContext {
         }
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         let module = modules.entry(shader.name).or_insert_with(|| {
-            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader.name),
-                source: wgpu::ShaderSource::Wgsl(shader.code.into()),
-            })
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.name),
+                    source: wgpu::ShaderSource::Wgsl(shader.code.into()),
+                })
         });
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
@@ -217,8 +230,12 @@ impl GpuContext {
                 ty: wgpu::BindingType::Buffer {
                     ty: match b {
                         Binding::Uniform => wgpu::BufferBindingType::Uniform,
-                        Binding::StorageRead => wgpu::BufferBindingType::Storage { read_only: true },
-                        Binding::StorageReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                        Binding::StorageRead => {
+                            wgpu::BufferBindingType::Storage { read_only: true }
+                        }
+                        Binding::StorageReadWrite => {
+                            wgpu::BufferBindingType::Storage { read_only: false }
+                        }
                     },
                     has_dynamic_offset: false,
                     min_binding_size: None,
@@ -226,27 +243,33 @@ impl GpuContext {
                 count: None,
             })
             .collect();
-        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(entry),
-            entries: &entries,
-        });
-        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(entry),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(entry),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
         let constants: Vec<(&str, f64)> = overrides.iter().map(|&(k, v)| (k, v as f64)).collect();
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: Some(&pipeline_layout),
-            module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pipeline_layout),
+                module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
         let k = Arc::new(Kernel { pipeline, layout });
         cache.insert(key, k.clone());
         k

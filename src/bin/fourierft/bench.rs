@@ -1,16 +1,26 @@
 //! `fourierft bench delta`: positions + ΔW of one 4096×4096 layer on the fast CPU path
 //! against PEFT's own algorithm transcribed to Rust, measured in the same run.
+//! `fourierft bench apply`: applying an adapter to synthetic quantised layers, GPU vs CPU.
 
 use std::time::Instant;
 
 use serde_json::json;
 
+use fourierft::backend::cpu::merge;
+use fourierft::backend::wgpu::apply as gpu_apply;
+use fourierft::backend::wgpu::kernels::delta::choose_n1;
+use fourierft::backend::wgpu::kernels::dequant::WeightFormat;
+use fourierft::backend::wgpu::{GpuContext, GpuLayer};
 use fourierft::fourier::delta::{
     default_threads, delta_fast, delta_peft_baseline, relative_max_error, SpectrumRef,
 };
 use fourierft::fourier::mt19937::Mt19937;
 use fourierft::fourier::positions::spectral_positions;
-use fourierft::Result;
+use fourierft::fourier::{
+    Adapter, AdapterFormat, AdapterModule, CpuMethod, FourierConfig, LayerFit,
+};
+use fourierft::weights::{DType, QuantSpec};
+use fourierft::{Error, Result};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -89,6 +99,257 @@ pub fn delta(as_json: bool, reps: usize) -> Result<()> {
                 r["n"], r["fast_ms"].as_f64().unwrap_or(0.0), r["fast_positions_ms"].as_f64().unwrap_or(0.0),
                 r["peft_algorithm_ms"].as_f64().unwrap_or(0.0), r["speedup"].as_f64().unwrap_or(0.0),
                 r["max_rel_diff"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One synthetic adapted layer: a 4-bit (or 8-bit) MLX-affine base with F16 scales/biases.
+struct SynthLayer {
+    name: String,
+    rows: usize,
+    cols: usize,
+    words: Vec<u32>,
+    scales: Vec<f32>,
+    biases: Vec<f32>,
+}
+
+/// (module name, out, in) of each synthetic layer.
+type LayerShapes = Vec<(String, usize, usize)>;
+
+fn parse_shapes(spec: &str) -> Result<(String, LayerShapes)> {
+    let mut layers = Vec::new();
+    match spec {
+        "smollm2-135m" => {
+            for l in 0..30 {
+                layers.push((format!("model.layers.{l}.self_attn.q_proj"), 576, 576));
+                layers.push((format!("model.layers.{l}.self_attn.v_proj"), 192, 576));
+            }
+        }
+        "llama2-7b" => {
+            for l in 0..32 {
+                layers.push((format!("model.layers.{l}.self_attn.q_proj"), 4096, 4096));
+                layers.push((format!("model.layers.{l}.self_attn.v_proj"), 4096, 4096));
+            }
+        }
+        custom => {
+            for (i, s) in custom.split(',').enumerate() {
+                let (o, inn) = s
+                    .split_once(['x', 'X'])
+                    .and_then(|(a, b)| Some((a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?)))
+                    .filter(|&(a, b)| a > 0 && b > 0 && b % 64 == 0)
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "--shape '{s}': expected smollm2-135m, llama2-7b or OUTxIN[,OUTxIN...] with IN a multiple of 64"
+                        ))
+                    })?;
+                layers.push((format!("layer{i}"), o, inn));
+            }
+        }
+    }
+    Ok((spec.to_string(), layers))
+}
+
+/// `fourierft bench apply`: apply one adapter (n coefficients per layer) to every layer of a
+/// synthetic quantised base: positions + ΔW + merge into f16 overlays, on the GPU and on the
+/// fast CPU path in the same run, plus the time to upload those layers' base weights.
+pub fn apply(shape: &str, n: usize, bits: u32, reps: usize, as_json: bool) -> Result<()> {
+    let (label, shapes) = parse_shapes(shape)?;
+    let spec = QuantSpec::new(bits, 64)?;
+    let reps = reps.max(1);
+    let threads = default_threads();
+    // Synthetic base: random codes, scales ~ 0.01, biases ~ -8·scale (F16-exact values).
+    let mut g = Mt19937::new(1);
+    let layers: Vec<SynthLayer> = shapes
+        .iter()
+        .map(|(name, rows, cols)| {
+            let wpr = cols * bits as usize / 32;
+            let gpr = cols / 64;
+            let f16r = |x: f32| half::f16::from_f32(x).to_f32();
+            let scales: Vec<f32> = (0..rows * gpr)
+                .map(|_| f16r(0.005 + (g.next_u32() % 1000) as f32 * 1e-5))
+                .collect();
+            SynthLayer {
+                name: name.clone(),
+                rows: *rows,
+                cols: *cols,
+                words: (0..rows * wpr).map(|_| g.next_u32()).collect(),
+                biases: scales
+                    .iter()
+                    .map(|s| f16r(-s * ((1 << (bits - 1)) as f32)))
+                    .collect(),
+                scales,
+            }
+        })
+        .collect();
+    let coeffs: Vec<Vec<f32>> = layers
+        .iter()
+        .map(|_| {
+            (0..n)
+                .map(|_| g.next_u32() as f32 / u32::MAX as f32 - 0.5)
+                .collect()
+        })
+        .collect();
+    let cfg_text = format!(
+        r#"{{"peft_type":"FOURIERFT","n_frequency":{n},"scaling":150.0,"random_loc_seed":777}}"#
+    );
+    let config = FourierConfig::from_json_str(std::path::Path::new("synthetic"), &cfg_text)?;
+    let adapter = Adapter {
+        source: "synthetic".into(),
+        format: AdapterFormat::Packed,
+        config,
+        modules: layers
+            .iter()
+            .zip(&coeffs)
+            .map(|(l, c)| AdapterModule {
+                name: l.name.clone(),
+                coeffs: c.clone(),
+                stored_dtype: DType::F32,
+                positions: None,
+            })
+            .collect(),
+        extras: Vec::new(),
+        file_bytes: 0,
+    };
+    let fits: Vec<LayerFit> = layers
+        .iter()
+        .map(|l| LayerFit {
+            module: l.name.clone(),
+            out_features: l.rows,
+            in_features: l.cols,
+            transposed: false,
+            n,
+        })
+        .collect();
+    let base_bytes: u64 = layers
+        .iter()
+        .map(|l| (l.words.len() * 4 + l.scales.len() * 4) as u64)
+        .sum();
+    let outputs: u64 = layers.iter().map(|l| (l.rows * l.cols) as u64).sum();
+
+    // CPU fast path: positions + ΔW + dequantise-and-add into f16 overlays.
+    let mut cpu_ms = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        for (l, m) in layers.iter().zip(&adapter.modules) {
+            let d = adapter.module_delta(m, l.rows, l.cols, CpuMethod::Fast)?;
+            let o = merge::overlay_f16_affine(
+                &l.words,
+                &l.scales,
+                &l.biases,
+                spec,
+                DType::F16,
+                l.rows,
+                l.cols,
+                &d.delta,
+                threads,
+            );
+            std::hint::black_box(o);
+        }
+        cpu_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+
+    // GPU: upload the base layers (one copy each), then apply (positions + plan + ΔW + merge).
+    let gpu = match GpuContext::new() {
+        Ok(ctx) => {
+            let half_bytes = |v: &[f32]| -> Vec<u8> {
+                v.iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect()
+            };
+            let host: Vec<(Vec<u8>, Vec<u8>)> = layers
+                .iter()
+                .map(|l| (half_bytes(&l.scales), half_bytes(&l.biases)))
+                .collect();
+            let t = Instant::now();
+            let mut gl = Vec::with_capacity(layers.len());
+            for (l, (s, b)) in layers.iter().zip(&host) {
+                gl.push(GpuLayer::from_bytes(
+                    &ctx,
+                    &l.name,
+                    l.rows,
+                    l.cols,
+                    WeightFormat::Affine {
+                        spec,
+                        sb: DType::F16,
+                    },
+                    bytemuck::cast_slice(&l.words),
+                    Some(s),
+                    Some(b),
+                )?);
+            }
+            ctx.wait()?;
+            let upload_ms = t.elapsed().as_secs_f64() * 1e3;
+            // Warm-up: compiles the pipelines and allocates the overlays.
+            let mut overlays = gpu_apply::apply(&ctx, &gl, &adapter, &fits, Vec::new())?;
+            ctx.wait()?;
+            let mut ms = Vec::new();
+            for _ in 0..reps {
+                let t = Instant::now();
+                overlays = gpu_apply::apply(&ctx, &gl, &adapter, &fits, overlays)?;
+                ctx.wait()?;
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let flops: f64 = fits
+                .iter()
+                .map(|f| {
+                    let n1 = choose_n1(f.out_features, n) as f64;
+                    (8.0 * n as f64 / n1 + 4.0 * n1) * (f.out_features * f.in_features) as f64
+                })
+                .sum();
+            Some((
+                ctx.info.name.clone(),
+                format!("{:?}", ctx.info.backend),
+                upload_ms,
+                median(ms),
+                flops,
+            ))
+        }
+        Err(e) => {
+            eprintln!("no GPU: {e}");
+            None
+        }
+    };
+    let cpu = median(cpu_ms);
+    let mut out = json!({
+        "bench": "apply",
+        "shape": label,
+        "layers": layers.len(),
+        "n": n,
+        "base": format!("MLX affine {bits}-bit, group 64, F16 scales"),
+        "overlay": "f16",
+        "base_bytes": base_bytes,
+        "overlay_bytes": outputs * 2,
+        "cpu_threads": threads,
+        "cpu_apply_ms": cpu,
+        "reps": reps,
+    });
+    if let Some((name, backend, upload, gpu_ms, flops)) = gpu {
+        out["gpu"] = json!(name);
+        out["gpu_backend"] = json!(backend);
+        out["upload_ms"] = json!(upload);
+        out["gpu_apply_ms"] = json!(gpu_ms);
+        out["gpu_speedup_vs_cpu"] = json!(cpu / gpu_ms);
+        out["apply_vs_upload"] = json!(gpu_ms / upload);
+        out["gpu_delta_gflop"] = json!(flops / 1e9);
+        out["gpu_gflops"] = json!(flops / 1e9 / (gpu_ms / 1e3));
+    }
+    if as_json {
+        crate::print_json(&out);
+    } else {
+        outln!(
+            "apply one adapter (n = {n}) to {} layers of {label} ({bits}-bit base):",
+            layers.len()
+        );
+        outln!("  CPU fast path ({threads} threads): {cpu:.1} ms");
+        if let Some(g) = out.get("gpu") {
+            outln!(
+                "  GPU {g}: apply {:.1} ms ({:.1}x the CPU), upload of the base layers {:.1} ms (apply/upload {:.2})",
+                out["gpu_apply_ms"].as_f64().unwrap_or(0.0),
+                out["gpu_speedup_vs_cpu"].as_f64().unwrap_or(0.0),
+                out["upload_ms"].as_f64().unwrap_or(0.0),
+                out["apply_vs_upload"].as_f64().unwrap_or(0.0)
             );
         }
     }

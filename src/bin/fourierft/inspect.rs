@@ -82,6 +82,20 @@ pub fn run(path: &Path, as_json: bool, model: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// `fourierft inspect --gpu`: the adapter the GPU backend would use, its limits and features.
+pub fn gpu(as_json: bool) -> Result<()> {
+    let ctx = fourierft::backend::wgpu::GpuContext::new()?;
+    let mut v =
+        serde_json::to_value(ctx.summary()).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    v["kind"] = json!("gpu");
+    if as_json {
+        crate::print_json(&v);
+    } else {
+        print_text(&v, 0);
+    }
+    Ok(())
+}
+
 fn adapter_info(path: &Path, model: Option<&Path>) -> Result<Value> {
     let a = Adapter::load(path)?;
     let c = &a.config;

@@ -10,6 +10,8 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
+use fourierft::backend::wgpu::GpuContext;
+use fourierft::backend::BackendChoice;
 use fourierft::fourier::{Adapter, CpuMethod};
 use fourierft::weights::writer::{write_safetensors, OutTensor};
 use fourierft::weights::{DType, ModelFiles, QuantSpec};
@@ -57,7 +59,11 @@ enum Command {
 #[derive(Args)]
 struct InspectArgs {
     /// A model folder or .safetensors file, a PEFT adapter folder, or a packed adapter file.
-    path: PathBuf,
+    #[arg(required_unless_present = "gpu")]
+    path: Option<PathBuf>,
+    /// Describe the GPU: adapter, backend, limits and optional features.
+    #[arg(long)]
+    gpu: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -70,6 +76,8 @@ struct InspectArgs {
 enum Backend {
     Cpu,
     Gpu,
+    /// The GPU when an adapter is found, else the CPU.
+    Auto,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -106,8 +114,9 @@ struct DeltaArgs {
     /// Output .safetensors file.
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
-    backend: Backend,
+    /// Where to compute ΔW (default: $FOURIERFT_BACKEND, else cpu).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// Use the f64 closed form instead of the fast path (slow; for checking).
     #[arg(long)]
     exact: bool,
@@ -187,9 +196,31 @@ enum BenchWhat {
         #[arg(long, default_value_t = 7)]
         reps: usize,
     },
+    /// Apply one adapter to all q,v layers of a synthetic quantised base, GPU vs fast CPU path,
+    /// and the time to upload those layers.
+    Apply {
+        /// smollm2-135m (30 layers of q 576x576 + v 192x576), llama2-7b (32 layers of q, v
+        /// 4096x4096) or OUTxIN[,OUTxIN...].
+        #[arg(long, default_value = "smollm2-135m")]
+        shape: String,
+        #[arg(long)]
+        json: bool,
+        /// Coefficients per layer.
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        /// Bits of the synthetic base (4 or 8).
+        #[arg(long, default_value_t = 4, value_parser = parse_bits)]
+        bits: u32,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
 }
 
 fn main() -> ExitCode {
+    // Mesa prints a harmless line per device when this is unset; keep stderr to our one line.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", "/tmp");
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -200,13 +231,26 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Demo) {
         Command::Demo => demo::run(),
-        Command::Inspect(a) => inspect::run(&a.path, a.json, a.model.as_deref()),
+        Command::Inspect(a) => match (&a.path, a.gpu) {
+            (_, true) => inspect::gpu(a.json),
+            (Some(p), false) => inspect::run(p, a.json, a.model.as_deref()),
+            (None, false) => Err(Error::InvalidArgument(
+                "inspect needs a PATH or --gpu".into(),
+            )),
+        },
         Command::Delta(a) => delta(a),
         Command::PackAdapter(a) => pack(a),
         Command::Quantize(a) => quantize(a),
-        Command::Bench(BenchArgs {
-            what: BenchWhat::Delta { json, reps },
-        }) => bench::delta(json, reps),
+        Command::Bench(BenchArgs { what }) => match what {
+            BenchWhat::Delta { json, reps } => bench::delta(json, reps),
+            BenchWhat::Apply {
+                shape,
+                json,
+                n,
+                bits,
+                reps,
+            } => bench::apply(&shape, n, bits, reps, json),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -221,13 +265,24 @@ fn one_line(e: &Error) -> String {
     e.to_string().replace('\n', " ")
 }
 
-fn delta(a: DeltaArgs) -> Result<()> {
-    if a.backend == Backend::Gpu {
-        return Err(Error::InvalidArgument(
-            "--backend gpu: the GPU backend is not built yet in this version; use --backend cpu"
-                .into(),
-        ));
+/// The backend from `--backend`, else `FOURIERFT_BACKEND`, else the CPU; `auto` becomes the
+/// GPU when an adapter is found.
+fn resolve_backend(flag: Option<Backend>) -> Result<Option<GpuContext>> {
+    let choice = match flag {
+        Some(Backend::Cpu) => BackendChoice::Cpu,
+        Some(Backend::Gpu) => BackendChoice::Gpu,
+        Some(Backend::Auto) => BackendChoice::Auto,
+        None => BackendChoice::from_env_or(BackendChoice::Cpu)?,
+    };
+    match choice {
+        BackendChoice::Cpu => Ok(None),
+        BackendChoice::Gpu => GpuContext::new().map(Some),
+        BackendChoice::Auto => Ok(GpuContext::new().ok()),
     }
+}
+
+fn delta(a: DeltaArgs) -> Result<()> {
+    let gpu = resolve_backend(a.backend)?;
     let adapter = Adapter::load(&a.adapter)?;
     let m = adapter.require_module(&a.module)?;
     let (out_f, in_f) = match (&a.model, a.shape) {
@@ -246,30 +301,35 @@ fn delta(a: DeltaArgs) -> Result<()> {
             ))
         }
     };
-    let method = if a.exact {
-        CpuMethod::Reference
-    } else {
-        CpuMethod::Fast
+    let (delta, rows, cols, backend) = match (&gpu, a.exact) {
+        (Some(ctx), false) => {
+            let (d, r, c) =
+                fourierft::backend::wgpu::apply::delta(ctx, &adapter, &a.module, out_f, in_f)?;
+            (d, r, c, format!("gpu ({})", ctx.info.name))
+        }
+        _ => {
+            let method = if a.exact {
+                CpuMethod::Reference
+            } else {
+                CpuMethod::Fast
+            };
+            let d = adapter.module_delta(m, out_f, in_f, method)?;
+            (d.delta, d.rows, d.cols, "cpu".to_string())
+        }
     };
-    let d = adapter.module_delta(m, out_f, in_f, method)?;
-    let indices: Vec<i64> = d
-        .rows
-        .iter()
-        .chain(d.cols.iter())
-        .map(|&x| x as i64)
-        .collect();
+    let indices: Vec<i64> = rows.iter().chain(cols.iter()).map(|&x| x as i64).collect();
     write_safetensors(
         &a.out,
         &[
-            OutTensor::f32("delta_w", vec![out_f, in_f], &d.delta),
-            OutTensor::i64("indices", vec![2, d.rows.len()], &indices),
+            OutTensor::f32("delta_w", vec![out_f, in_f], &delta),
+            OutTensor::i64("indices", vec![2, rows.len()], &indices),
         ],
         None,
     )?;
     eprintln!(
-        "wrote {}: delta_w [{out_f}, {in_f}], indices [2, {}]",
+        "wrote {}: delta_w [{out_f}, {in_f}], indices [2, {}] on {backend}",
         a.out.display(),
-        d.rows.len()
+        rows.len()
     );
     Ok(())
 }

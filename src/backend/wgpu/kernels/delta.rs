@@ -81,12 +81,23 @@ pub fn choose_n1(d1: usize, n: usize) -> usize {
 
 impl DeltaPlan {
     /// Plan ΔW `[d1, d2]` for positions `(rows over d1, cols over d2)` and coefficients.
-    pub fn new(d1: usize, d2: usize, rows: &[u32], cols: &[u32], coeffs: &[f32], scaling: f32) -> Result<Self> {
+    pub fn new(
+        d1: usize,
+        d2: usize,
+        rows: &[u32],
+        cols: &[u32],
+        coeffs: &[f32],
+        scaling: f32,
+    ) -> Result<Self> {
         if d1 == 0 || d2 == 0 || d1 >= 1 << 31 || d2 >= 1 << 31 {
-            return Err(Error::InvalidArgument(format!("ΔW shape {d1}x{d2} out of range for the GPU kernel")));
+            return Err(Error::InvalidArgument(format!(
+                "ΔW shape {d1}x{d2} out of range for the GPU kernel"
+            )));
         }
         if rows.len() != coeffs.len() || cols.len() != coeffs.len() {
-            return Err(Error::InvalidArgument("positions and coefficients differ in length".into()));
+            return Err(Error::InvalidArgument(
+                "positions and coefficients differ in length".into(),
+            ));
         }
         let n1 = choose_n1(d1, coeffs.len());
         let n2 = d1 / n1;
@@ -102,7 +113,14 @@ impl DeltaPlan {
         }
         let entries = order
             .iter()
-            .map(|&k| [rows[k], cols[k], ((coeffs[k] as f64 * norm) as f32).to_bits(), 0])
+            .map(|&k| {
+                [
+                    rows[k],
+                    cols[k],
+                    ((coeffs[k] as f64 * norm) as f32).to_bits(),
+                    0,
+                ]
+            })
             .collect();
         let mut tables = Vec::with_capacity(d1 + d2);
         for (len, count) in [(d1, d1), (d2, d2)] {
@@ -111,7 +129,15 @@ impl DeltaPlan {
                 tables.push([a.cos() as f32, a.sin() as f32]);
             }
         }
-        Ok(DeltaPlan { d1, d2, n1, n2, entries, groups, tables })
+        Ok(DeltaPlan {
+            d1,
+            d2,
+            n1,
+            n2,
+            entries,
+            groups,
+            tables,
+        })
     }
 
     /// Modelled multiply-adds: stage 1 (complex, 4 each) + stage 2 (real, 2 each) per output.
@@ -134,7 +160,10 @@ impl GpuDeltaPlan {
         let usage = wgpu::BufferUsages::STORAGE;
         let flat: Vec<u32> = plan.entries.iter().flatten().copied().collect();
         let tw: Vec<f32> = plan.tables.iter().flatten().copied().collect();
-        for (what, bytes) in [("coefficients", flat.len() * 4), ("twiddle tables", tw.len() * 4)] {
+        for (what, bytes) in [
+            ("coefficients", flat.len() * 4),
+            ("twiddle tables", tw.len() * 4),
+        ] {
             if bytes as u64 > ctx.max_binding() {
                 return Err(Error::Gpu(format!(
                     "ΔW {}x{}: {what} need {bytes} bytes, more than one storage binding ({})",
@@ -153,10 +182,18 @@ impl GpuDeltaPlan {
     }
 
     /// Record ΔW into `out` (which holds `[d1, d2]` in the layout `mode` says).
-    pub fn record(&self, ctx: &GpuContext, enc: &mut wgpu::CommandEncoder, out: &wgpu::Buffer, mode: DeltaOut) -> Result<()> {
+    pub fn record(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        out: &wgpu::Buffer,
+        mode: DeltaOut,
+    ) -> Result<()> {
         let (d1, d2, n1, n2) = self.plan_shape;
         if mode == DeltaOut::AddF16 && d2 % 2 != 0 {
-            return Err(Error::InvalidArgument(format!("f16 overlay {d1}x{d2}: the row length must be even")));
+            return Err(Error::InvalidArgument(format!(
+                "f16 overlay {d1}x{d2}: the row length must be even"
+            )));
         }
         if n2 as u64 > ctx.limits.max_compute_workgroups_per_dimension as u64 {
             return Err(Error::Gpu(format!(
@@ -174,7 +211,11 @@ impl GpuDeltaPlan {
             ctx.limits.min_storage_buffer_offset_alignment as u64,
             n2,
         )
-        .ok_or_else(|| Error::Gpu(format!("ΔW {d1}x{d2}: one row block does not fit a storage binding")))?;
+        .ok_or_else(|| {
+            Error::Gpu(format!(
+                "ΔW {d1}x{d2}: one row block does not fit a storage binding"
+            ))
+        })?;
         let p1_per_chunk = (rows_per_chunk / n2).max(1);
         let x_groups = d2.div_ceil(TQ) as u32;
         let mut p1 = 0usize;
@@ -182,7 +223,16 @@ impl GpuDeltaPlan {
             let p1_hi = (p1 + p1_per_chunk).min(n1);
             let row_lo = p1 * n2;
             let rows = (p1_hi - p1) * n2;
-            let params: [u32; 8] = [d1 as u32, d2 as u32, n1 as u32, n2 as u32, p1 as u32, p1_hi as u32, row_lo as u32, 0];
+            let params: [u32; 8] = [
+                d1 as u32,
+                d2 as u32,
+                n1 as u32,
+                n2 as u32,
+                p1 as u32,
+                p1_hi as u32,
+                row_lo as u32,
+                0,
+            ];
             let ubuf = ctx.uniform("delta params", bytemuck::cast_slice(&params))?;
             let offset = row_lo as u64 * row_bytes;
             let size = crate::backend::wgpu::buffers::pad4(rows as u64 * row_bytes);

@@ -26,7 +26,10 @@ pub enum WeightFormat {
     F16,
     BF16,
     /// MLX affine: U32 words `[rows, cols·bits/32]`, scales and biases `[rows, cols/group]` in `sb`.
-    Affine { spec: QuantSpec, sb: DType },
+    Affine {
+        spec: QuantSpec,
+        sb: DType,
+    },
 }
 
 impl WeightFormat {
@@ -49,7 +52,9 @@ impl WeightFormat {
     /// Bytes of one row of scales (and of biases).
     pub fn sb_row_bytes(self, cols: usize) -> u64 {
         match self {
-            WeightFormat::Affine { spec, sb } => (cols / spec.group_size) as u64 * sb.size_in_bytes() as u64,
+            WeightFormat::Affine { spec, sb } => {
+                (cols / spec.group_size) as u64 * sb.size_in_bytes() as u64
+            }
             _ => 0,
         }
     }
@@ -63,6 +68,7 @@ pub struct WeightBuffers<'a> {
 }
 
 /// Record `dst = deq(W)` for a `[rows, cols]` weight; `dst` is f16 (pairs) or f32.
+#[allow(clippy::too_many_arguments)]
 pub fn record(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
@@ -81,7 +87,9 @@ pub fn record(
                 DType::F16 => 1,
                 DType::BF16 => 2,
                 other => {
-                    return Err(Error::InvalidArgument(format!("scales/biases of dtype {other}")));
+                    return Err(Error::InvalidArgument(format!(
+                        "scales/biases of dtype {other}"
+                    )));
                 }
             };
             (spec.bits, spec.group_size as u32, sbf)
@@ -90,7 +98,9 @@ pub fn record(
     };
     let is_affine = matches!(format, WeightFormat::Affine { .. });
     if is_affine && (w.scales.is_none() || w.biases.is_none()) {
-        return Err(Error::InvalidArgument("an affine weight needs scales and biases".into()));
+        return Err(Error::InvalidArgument(
+            "an affine weight needs scales and biases".into(),
+        ));
     }
     let kernel = ctx.kernel(
         SHADER,
@@ -118,7 +128,11 @@ pub fn record(
         ctx.limits.min_storage_buffer_offset_alignment as u64,
         1,
     )
-    .ok_or_else(|| Error::Gpu(format!("weight {rows}x{cols}: one row does not fit a storage binding")))?;
+    .ok_or_else(|| {
+        Error::Gpu(format!(
+            "weight {rows}x{cols}: one row does not fit a storage binding"
+        ))
+    })?;
     fn range(buf: &wgpu::Buffer, offset: u64, size: u64) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: buf,
@@ -134,7 +148,11 @@ pub fn record(
             n as u32,
             cols as u32,
             (src_row / 4) as u32,
-            if is_affine { (cols / group as usize) as u32 } else { 0 },
+            if is_affine {
+                (cols / group as usize) as u32
+            } else {
+                0
+            },
             r0 as u32,
             out_words as u32,
             0,
@@ -142,11 +160,16 @@ pub fn record(
         ];
         let ubuf = ctx.uniform("dequant params", bytemuck::cast_slice(&params))?;
         let (scales, biases) = match (w.scales, w.biases) {
-            (Some(s), Some(b)) if is_affine => (range(s, r0 as u64 * sb_row, n as u64 * sb_row), range(b, r0 as u64 * sb_row, n as u64 * sb_row)),
+            (Some(s), Some(b)) if is_affine => (
+                range(s, r0 as u64 * sb_row, n as u64 * sb_row),
+                range(b, r0 as u64 * sb_row, n as u64 * sb_row),
+            ),
             _ => (dummy.as_entire_binding(), dummy.as_entire_binding()),
         };
         let gx_total = out_words.div_ceil(256);
-        let gx = gx_total.min(ctx.limits.max_compute_workgroups_per_dimension as u64).max(1);
+        let gx = gx_total
+            .min(ctx.limits.max_compute_workgroups_per_dimension as u64)
+            .max(1);
         let gy = gx_total.div_ceil(gx).max(1);
         ctx.dispatch(
             enc,

@@ -10,7 +10,13 @@ pub const ALL_SHADERS: &[ShaderSource] = &[delta::SHADER, dequant::SHADER];
 
 /// Rows per chunk so that `rows * row_bytes` fits `max_binding` and every chunk starts at a
 /// multiple of `align` bytes for each (row_bytes, ...) given; `unit` rows is the granularity.
-pub(crate) fn chunk_rows(total_rows: usize, row_bytes: &[u64], max_binding: u64, align: u64, unit: usize) -> Option<usize> {
+pub(crate) fn chunk_rows(
+    total_rows: usize,
+    row_bytes: &[u64],
+    max_binding: u64,
+    align: u64,
+    unit: usize,
+) -> Option<usize> {
     let mut step = unit as u64;
     for &rb in row_bytes {
         // smallest multiple of `unit` rows whose byte size is a multiple of `align`
@@ -21,7 +27,7 @@ pub(crate) fn chunk_rows(total_rows: usize, row_bytes: &[u64], max_binding: u64,
     }
     let fit = row_bytes
         .iter()
-        .map(|&rb| if rb == 0 { u64::MAX } else { max_binding / rb })
+        .map(|&rb| max_binding.checked_div(rb).unwrap_or(u64::MAX))
         .min()
         .unwrap_or(u64::MAX);
     if fit >= total_rows as u64 {
@@ -32,7 +38,11 @@ pub(crate) fn chunk_rows(total_rows: usize, row_bytes: &[u64], max_binding: u64,
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 fn lcm(a: u64, b: u64) -> u64 {
