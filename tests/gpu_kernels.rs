@@ -266,3 +266,31 @@ fn swapping_rewrites_overlays_in_place() {
     }
     assert_eq!(ctx.pipeline_count(), pipelines, "pipelines are cached");
 }
+
+/// An app can hand in the device it already owns.
+#[test]
+fn context_from_an_app_owned_device() {
+    let Some(probe) = gpu() else { return };
+    drop(probe);
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .unwrap();
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let ctx = fourierft::backend::wgpu::GpuContext::from_device(
+        device,
+        queue,
+        adapter.get_info(),
+        adapter.features(),
+    );
+    let a = Adapter::load(&fixtures().join("adapters/llama_a")).unwrap();
+    let m = a.require_module("model.layers.0.self_attn.v_proj").unwrap();
+    let (w, _, _) = apply::delta(&ctx, &a, &m.name, 16, 32).unwrap();
+    let want = a
+        .module_delta(m, 16, 32, CpuMethod::Reference)
+        .unwrap()
+        .delta;
+    assert!(rel_err(&w, &want) <= 1e-5);
+}
