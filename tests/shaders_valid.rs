@@ -216,6 +216,6 @@ fn budget_checks_catch_violations() {
         "enable f16;
         @group(0) @binding(0) var<storage, read_write> a: array<f16>;
         @compute @workgroup_size(64) fn main() { a[0] = 1.0h; }",
-        "requires capability",
+        "Capabilities::FLOAT16",
     );
 }
