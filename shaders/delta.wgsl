@@ -17,7 +17,8 @@
 
 const TQ: u32 = 16u;          // columns per workgroup
 const WG: u32 = 256u;         // threads per workgroup
-const N1_MAX: u32 = 64u;      // the host never picks n1 > 64 (workgroup memory: 2·64·16 f32 = 8 KiB)
+const N1_MAX: u32 = 64u;      // the host never picks n1 > 64
+// Workgroup memory: S 2·64·16 f32 (8 KiB) + coefficient cache 768 vec2 (6 KiB) + 64 vec2 = 14.5 KiB.
 
 // 0: out[i] = ΔW (f32); 1: out[i] += ΔW (f32 overlay); 2: f16 overlay, two halves per u32, += ΔW.
 override OUT_MODE: u32 = 0u;
@@ -30,7 +31,7 @@ struct Params {
     p1_lo: u32,
     p1_hi: u32,
     row_base: u32,
-    _pad: u32,
+    n: u32,          // number of coefficients
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -42,8 +43,12 @@ struct Params {
 @group(0) @binding(3) var<storage, read> tw: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
 
+const CW_MAX: u32 = 768u;     // entries per pass of the per-workgroup coefficient cache
+
 var<workgroup> s_re: array<f32, 1024>;  // [N1_MAX][TQ]
 var<workgroup> s_im: array<f32, 1024>;
+var<workgroup> s_cw: array<vec2<f32>, 768>;  // c_k·ω1^(u_k p2) for one pass of entries
+var<workgroup> s_tw: array<vec2<f32>, 64>;   // ω_{n1}^j
 
 // (a·b) mod m for a < m < 2^31 without 64-bit integers.
 fn mulmod(a: u32, b: u32, m: u32) -> u32 {
@@ -91,31 +96,50 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let d1 = P.d1;
     let d2 = P.d2;
 
-    // Stage 1: thread t owns group r = t/4 and columns q0 + 4(t%4) .. +4.
-    for (var t = li; t < P.n1 * 4u; t = t + WG) {
-        let r = t >> 2u;
-        let c0 = (t & 3u) * 4u;
-        let qs = min(q0 + c0, d2 - 1u);
-        var a0 = vec2<f32>(0.0);
-        var a1 = vec2<f32>(0.0);
-        var a2 = vec2<f32>(0.0);
-        var a3 = vec2<f32>(0.0);
-        let k1 = groups[r + 1u];
-        for (var k = groups[r]; k < k1; k = k + 1u) {
-            let e = entries[k];
-            let cw = bitcast<f32>(e.z) * tw[mulmod(e.x, p2, d1)];
-            var j = mulmod(e.y, qs, d2);
+    // Stage 1: thread t owns group r = t/4 and columns q0 + 4(t%4) .. +4. The factor
+    // c_k·ω1^(u_k p2) is the same for every column: it is computed once per workgroup into
+    // workgroup memory, CW_MAX entries at a time.
+    let r = li >> 2u;
+    let c0 = (li & 3u) * 4u;
+    let qs = min(q0 + c0, d2 - 1u);
+    let in_group = r < P.n1;
+    var g0 = 0u;
+    var g1 = 0u;
+    if (in_group) {
+        g0 = groups[r];
+        g1 = groups[r + 1u];
+    }
+    var a0 = vec2<f32>(0.0);
+    var a1 = vec2<f32>(0.0);
+    var a2 = vec2<f32>(0.0);
+    var a3 = vec2<f32>(0.0);
+    let n = P.n;
+    for (var base = 0u; base < n; base = base + CW_MAX) {
+        let lim = min(n - base, CW_MAX);
+        for (var i = li; i < lim; i = i + WG) {
+            let e = entries[base + i];
+            s_cw[i] = bitcast<f32>(e.z) * tw[mulmod(e.x, p2, d1)];
+        }
+        workgroupBarrier();
+        let k_hi = min(g1, base + lim);
+        for (var k = max(g0, base); k < k_hi; k = k + 1u) {
+            let v = entries[k].y;
+            let cw = s_cw[k - base];
+            var j = mulmod(v, qs, d2);
             a0 = a0 + cmul(cw, tw[d1 + j]);
-            j = j + e.y;
+            j = j + v;
             if (j >= d2) { j = j - d2; }
             a1 = a1 + cmul(cw, tw[d1 + j]);
-            j = j + e.y;
+            j = j + v;
             if (j >= d2) { j = j - d2; }
             a2 = a2 + cmul(cw, tw[d1 + j]);
-            j = j + e.y;
+            j = j + v;
             if (j >= d2) { j = j - d2; }
             a3 = a3 + cmul(cw, tw[d1 + j]);
         }
+        workgroupBarrier();
+    }
+    if (in_group) {
         let s = r * TQ + c0;
         s_re[s] = a0.x;
         s_im[s] = a0.y;
@@ -125,6 +149,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         s_im[s + 2u] = a2.y;
         s_re[s + 3u] = a3.x;
         s_im[s + 3u] = a3.y;
+    }
+    // Stage-2 twiddles ω_{n1}^j = ω1^(j n2), j < n1.
+    if (li < P.n1) {
+        s_tw[li] = tw[li * P.n2];
     }
     workgroupBarrier();
 
@@ -142,7 +170,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let step = p1 % P.n1;
         var idx = 0u;
         for (var r = 0u; r < P.n1; r = r + 1u) {
-            let w = tw[idx * P.n2];
+            let w = s_tw[idx];
             let s = r * TQ + ql;
             v0 = v0 + w.x * s_re[s] - w.y * s_im[s];
             v1 = v1 + w.x * s_re[s + 1u] - w.y * s_im[s + 1u];

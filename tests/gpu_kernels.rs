@@ -294,3 +294,23 @@ fn context_from_an_app_owned_device() {
         .delta;
     assert!(rel_err(&w, &want) <= 1e-5);
 }
+
+/// A shader the device rejects is an error naming the shader, never a panic.
+#[test]
+fn a_rejected_shader_is_an_error() {
+    use fourierft::backend::wgpu::context::{Binding, ShaderSource};
+    let Some(ctx) = gpu() else { return };
+    let bad = ShaderSource {
+        name: "bad.wgsl",
+        code: "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }",
+    };
+    let e = ctx
+        .kernel(bad, "main", &[Binding::Uniform], &[])
+        .err()
+        .expect("rejected")
+        .to_string();
+    assert!(e.contains("bad.wgsl"), "{e}");
+    // The context stays usable.
+    let a = Adapter::load(&fixtures().join("adapters/llama_a")).unwrap();
+    assert!(apply::delta(&ctx, &a, "model.layers.0.self_attn.q_proj", 32, 32).is_ok());
+}

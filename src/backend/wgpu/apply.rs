@@ -264,6 +264,7 @@ pub fn apply(
         out.push(overlay);
     }
     ctx.queue.submit([enc.finish()]);
+    ctx.take_error()?;
     Ok(out)
 }
 

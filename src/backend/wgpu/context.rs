@@ -52,6 +52,8 @@ pub struct GpuContext {
     pub adapter_features: wgpu::Features,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Kernel>>>,
+    /// The first error wgpu reported outside an error scope (wgpu's default is to panic).
+    uncaptured: Arc<Mutex<Option<String>>>,
 }
 
 /// What `fourierft inspect --gpu` prints.
@@ -157,6 +159,14 @@ impl GpuContext {
         limits: wgpu::Limits,
         adapter_features: wgpu::Features,
     ) -> Self {
+        let uncaptured: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
         GpuContext {
             device,
             queue,
@@ -165,6 +175,7 @@ impl GpuContext {
             adapter_features,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            uncaptured,
         }
     }
 
@@ -203,7 +214,7 @@ impl GpuContext {
         entry: &'static str,
         bindings: &[Binding],
         overrides: &[(&'static str, u32)],
-    ) -> Arc<Kernel> {
+    ) -> Result<Arc<Kernel>> {
         let key = PipelineKey {
             shader: shader.name,
             entry,
@@ -211,8 +222,12 @@ impl GpuContext {
         };
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = cache.get(&key) {
-            return p.clone();
+            return Ok(p.clone());
         }
+        let scopes = [
+            self.device.push_error_scope(wgpu::ErrorFilter::Validation),
+            self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory),
+        ];
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         let module = modules.entry(shader.name).or_insert_with(|| {
             self.device
@@ -270,9 +285,18 @@ impl GpuContext {
                 },
                 cache: None,
             });
+        for scope in scopes.into_iter().rev() {
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                modules.remove(shader.name);
+                return Err(Error::Gpu(format!(
+                    "{} (entry '{entry}', overrides {overrides:?}) does not compile on '{}': {e}",
+                    shader.name, self.info.name
+                )));
+            }
+        }
         let k = Arc::new(Kernel { pipeline, layout });
         cache.insert(key, k.clone());
-        k
+        Ok(k)
     }
 
     /// Bind `buffers` (whole buffers or ranges) in binding order and record one dispatch.
@@ -314,7 +338,20 @@ impl GpuContext {
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.take_error()
+    }
+
+    /// The first error wgpu reported outside an error scope since the last call, as an Err.
+    pub fn take_error(&self) -> Result<()> {
+        match self
+            .uncaptured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(e) => Err(Error::Gpu(e)),
+            None => Ok(()),
+        }
     }
 }

@@ -150,6 +150,7 @@ impl DeltaPlan {
 /// The plan's buffers on the GPU (reusable for several outputs).
 pub struct GpuDeltaPlan {
     pub plan_shape: (usize, usize, usize, usize),
+    n: usize,
     entries: wgpu::Buffer,
     groups: wgpu::Buffer,
     tables: wgpu::Buffer,
@@ -175,6 +176,7 @@ impl GpuDeltaPlan {
         }
         Ok(GpuDeltaPlan {
             plan_shape: (plan.d1, plan.d2, plan.n1, plan.n2),
+            n: plan.entries.len(),
             entries: ctx.upload_bytes("delta entries", bytemuck::cast_slice(&flat), usage)?,
             groups: ctx.upload_bytes("delta groups", bytemuck::cast_slice(&plan.groups), usage)?,
             tables: ctx.upload_bytes("delta tables", bytemuck::cast_slice(&tw), usage)?,
@@ -201,7 +203,7 @@ impl GpuDeltaPlan {
                 ctx.limits.max_compute_workgroups_per_dimension
             )));
         }
-        let kernel = ctx.kernel(SHADER, "main", BINDINGS, &[("OUT_MODE", mode.mode())]);
+        let kernel = ctx.kernel(SHADER, "main", BINDINGS, &[("OUT_MODE", mode.mode())])?;
         let row_bytes = d2 as u64 * mode.elem_bytes();
         // Chunks are whole p1 blocks: rows [p1_lo·n2, p1_hi·n2).
         let rows_per_chunk = super::chunk_rows(
@@ -231,7 +233,7 @@ impl GpuDeltaPlan {
                 p1 as u32,
                 p1_hi as u32,
                 row_lo as u32,
-                0,
+                self.n as u32,
             ];
             let ubuf = ctx.uniform("delta params", bytemuck::cast_slice(&params))?;
             let offset = row_lo as u64 * row_bytes;

@@ -113,7 +113,7 @@ pub fn record(
             ("SB_FMT", sb_fmt),
             ("OUT_F16", dst_f16 as u32),
         ],
-    );
+    )?;
     let dst_row = cols as u64 * if dst_f16 { 2 } else { 4 };
     let src_row = format.row_bytes(cols);
     let sb_row = format.sb_row_bytes(cols);
