@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod error;
 pub mod fourier;
+pub mod model;
 pub mod weights;
 
 pub use error::{Error, FilePath, Result};

@@ -88,3 +88,23 @@ pub fn overlay_f16_affine(
     });
     out
 }
+
+/// `deq(W) + ΔW` in f32, in the stored layout (the CPU backend's overlay: f32 throughout, as
+/// PEFT's unmerged forward computes `W x + ΔW x` in f32 on a dequantised model).
+pub fn overlay_f32(model: &ModelFiles, adapter: &Adapter, fit: &LayerFit) -> Result<Vec<f32>> {
+    let mut w = model.dequantize_weight(&fit.module)?;
+    let m = adapter.require_module(&fit.module)?;
+    let d = adapter.module_delta(m, fit.out_features, fit.in_features, CpuMethod::Fast)?;
+    let (d1, d2) = (fit.out_features, fit.in_features);
+    for p in 0..d1 {
+        for q in 0..d2 {
+            let i = if fit.transposed {
+                q * d1 + p
+            } else {
+                p * d2 + q
+            };
+            w[i] += d.delta[p * d2 + q];
+        }
+    }
+    Ok(w)
+}
