@@ -391,3 +391,90 @@ fn delta_on_the_gpu_backend() {
         .unwrap();
     assert_fails(&o, "FOURIERFT_BACKEND");
 }
+
+#[test]
+fn logits_command_matches_transformers() {
+    let d = scratch("cli-logits");
+    let out = d.join("l.safetensors");
+    let g = SafeTensorsFile::open(&fixtures().join("golden/llama_logits.safetensors")).unwrap();
+    let tokens: Vec<String> = g
+        .tensor("tokens")
+        .unwrap()
+        .to_i64_vec()
+        .unwrap()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let tokens = tokens.join(",");
+    let model = fixtures().join("tiny_llama");
+    for (adapter, key) in [(None, "base"), (Some("llama_b"), "adapter_b")] {
+        let mut args = vec![
+            "logits",
+            "--model",
+            s(&model),
+            "--tokens",
+            &tokens,
+            "--out",
+            s(&out),
+            "--backend",
+            "cpu",
+        ];
+        let ap = adapter.map(|a| fixtures().join("adapters").join(a));
+        if let Some(ap) = &ap {
+            args.extend(["--adapter", s(ap)]);
+        }
+        let o = run(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got = SafeTensorsFile::open(&out).unwrap();
+        let t = got.tensor("logits").unwrap();
+        assert_eq!(t.shape, &[12, 64]);
+        let (a, b) = (
+            t.to_f32_vec().unwrap(),
+            g.tensor(key).unwrap().to_f32_vec().unwrap(),
+        );
+        let d = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(d <= 1e-4, "{key}: {d}");
+    }
+    assert_fails(
+        &run(&[
+            "logits",
+            "--model",
+            s(&model),
+            "--tokens",
+            "1,64",
+            "--out",
+            s(&out),
+        ]),
+        "outside the vocabulary",
+    );
+    assert_fails(
+        &run(&[
+            "logits",
+            "--model",
+            s(&fixtures().join("tiny_bert")),
+            "--tokens",
+            "1",
+            "--out",
+            s(&out),
+        ]),
+        "tiny_bert",
+    );
+    assert_eq!(
+        run(&[
+            "logits",
+            "--model",
+            s(&model),
+            "--tokens",
+            "a",
+            "--out",
+            s(&out)
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+}

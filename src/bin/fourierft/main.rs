@@ -27,7 +27,9 @@ macro_rules! outln {
 
 mod bench;
 mod demo;
+mod gpu_backend;
 mod inspect;
+mod run;
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +54,8 @@ enum Command {
     PackAdapter(PackArgs),
     /// Quantise an F32/F16/BF16 Hugging Face folder to MLX-affine.
     Quantize(QuantizeArgs),
+    /// Logits F32 [seq, vocab] of every position for given token ids, as safetensors.
+    Logits(LogitsArgs),
     /// Benchmarks that print figures (JSON with --json).
     Bench(BenchArgs),
 }
@@ -120,6 +124,25 @@ struct DeltaArgs {
     /// Use the f64 closed form instead of the fast path (slow; for checking).
     #[arg(long)]
     exact: bool,
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    /// Model folder (LLaMA family).
+    #[arg(long)]
+    model: PathBuf,
+    /// FourierFT adapter (PEFT folder or packed file).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Token ids, e.g. 1,2,3.
+    #[arg(long, value_parser = run::parse_tokens)]
+    tokens: run::TokenList,
+    /// Output .safetensors file (tensor `logits` F32 [seq, vocab]).
+    #[arg(long)]
+    out: PathBuf,
+    /// Default: $FOURIERFT_BACKEND, else cpu.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -241,6 +264,8 @@ fn main() -> ExitCode {
         Command::Delta(a) => delta(a),
         Command::PackAdapter(a) => pack(a),
         Command::Quantize(a) => quantize(a),
+        Command::Logits(a) => resolve_backend(a.backend)
+            .and_then(|gpu| run::logits(&a.model, a.adapter.as_deref(), &a.tokens.0, &a.out, gpu)),
         Command::Bench(BenchArgs { what }) => match what {
             BenchWhat::Delta { json, reps } => bench::delta(json, reps),
             BenchWhat::Apply {
