@@ -37,6 +37,12 @@ pub trait Backend: Send + Sync {
         reuse: Vec<Self::Mat>,
     ) -> Result<Vec<Self::Mat>>;
 
+    /// Bytes per element of the overlay this backend builds for `module` (4 for f32, 2 for
+    /// f16). Used for the bytes-per-token figure of the decode benchmark.
+    fn overlay_elem_bytes(&self, _model: &ModelFiles, _module: &str) -> u64 {
+        4
+    }
+
     /// `len` values of `buf` from `offset`, waiting for recorded work.
     fn read(&self, buf: &Self::Buf, offset: usize, len: usize) -> Result<Vec<f32>>;
     /// Wait for all recorded work.

@@ -39,11 +39,21 @@ struct Linear<B: Backend> {
     name: String,
     base: B::Mat,
     overlay: Option<B::Mat>,
+    /// Bytes of the base weight as stored (read once per token by a matrix-vector product).
+    base_bytes: u64,
+    overlay_bytes: u64,
 }
 
 impl<B: Backend> Linear<B> {
     fn mat(&self) -> &B::Mat {
         self.overlay.as_ref().unwrap_or(&self.base)
+    }
+    fn bytes(&self) -> u64 {
+        if self.overlay.is_some() {
+            self.overlay_bytes
+        } else {
+            self.base_bytes
+        }
     }
 }
 
@@ -142,10 +152,17 @@ impl<B: Backend> Llama<B> {
         }
         let be = backend.as_ref();
         let lin = |name: String| -> Result<Linear<B>> {
+            let base_bytes = ["weight", "scales", "biases"]
+                .iter()
+                .filter_map(|p| model.weights.get(&format!("{name}.{p}")))
+                .map(|t| t.data.len() as u64)
+                .sum();
             Ok(Linear {
                 base: be.matrix(model, &name)?,
                 name,
                 overlay: None,
+                base_bytes,
+                overlay_bytes: 0,
             })
         };
         let (h, hd, nh, nkv) = (
@@ -233,6 +250,26 @@ impl<B: Backend> Llama<B> {
     /// Tokens currently in the KV cache.
     pub fn position(&self) -> usize {
         self.pos
+    }
+
+    /// Bytes of weights one decode step reads: every matrix (overlays in place of adapted
+    /// layers) once, the head (or tied embedding) in full, norms; the embedding lookup reads
+    /// one row only and is not counted.
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let c = &self.config;
+        let norms = (2 * c.num_hidden_layers + 1) as u64 * c.hidden_size as u64 * 4;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                    .iter()
+                    .map(|x| x.bytes())
+                    .sum::<u64>()
+            })
+            .sum();
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed).bytes();
+        norms + layers + head
     }
 
     /// Forget the KV cache (the next step starts at position 0).
