@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod dtype;
+pub mod gguf;
+pub mod gguf_convert;
 pub mod model;
 pub mod quant;
 pub mod quantize;
