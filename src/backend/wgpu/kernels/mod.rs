@@ -1,12 +1,25 @@
 //! Rust wrappers of the WGSL kernels in `shaders/`, one per file, of the same name.
 
+pub mod attention;
 pub mod delta;
 pub mod dequant;
+pub mod elementwise;
+pub mod matmul;
+pub mod norm;
+pub mod rope;
 
 use super::context::ShaderSource;
 
 /// Every shader the crate embeds (the naga validation test walks this list and the folder).
-pub const ALL_SHADERS: &[ShaderSource] = &[delta::SHADER, dequant::SHADER];
+pub const ALL_SHADERS: &[ShaderSource] = &[
+    attention::SHADER,
+    delta::SHADER,
+    dequant::SHADER,
+    elementwise::SHADER,
+    matmul::SHADER,
+    norm::SHADER,
+    rope::SHADER,
+];
 
 /// Rows per chunk so that `rows * row_bytes` fits `max_binding` and every chunk starts at a
 /// multiple of `align` bytes for each (row_bytes, ...) given; `unit` rows is the granularity.
