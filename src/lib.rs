@@ -11,6 +11,8 @@ pub mod backend;
 pub mod error;
 pub mod fourier;
 pub mod model;
+pub mod sampler;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Error, FilePath, Result};
