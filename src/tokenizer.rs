@@ -664,9 +664,18 @@ impl TextStream {
         }
     }
 
-    /// Add one id; returns the newly completed text (often empty).
+    /// Add one id; returns the newly completed text (often empty). An id outside the
+    /// vocabulary is an error and is not added.
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
         self.ids.push(id);
+        let r = self.advance(tok);
+        if r.is_err() {
+            self.ids.pop();
+        }
+        r
+    }
+
+    fn advance(&mut self, tok: &Tokenizer) -> Result<String> {
         let prefix_text = tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
         let new_text = tok.decode(&self.ids[self.prefix..], self.skip_special)?;
         if new_text.len() > prefix_text.len() && !new_text.ends_with('\u{FFFD}') {

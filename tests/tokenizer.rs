@@ -97,7 +97,10 @@ fn decode_rejects_out_of_vocab_ids() {
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
     assert!(e.to_string().contains(&n.to_string()), "{e}");
     let mut s = TextStream::new(false);
+    assert_eq!(s.push(&t, 40).unwrap(), t.decode(&[40], false).unwrap());
     assert!(s.push(&t, u32::MAX).is_err());
+    assert_eq!(s.ids(), &[40]); // the bad id was not kept; the stream goes on
+    assert_eq!(s.push(&t, 41).unwrap(), t.decode(&[41], false).unwrap());
 }
 
 // ---------------------------------------------------------------- special ids and configs
