@@ -72,24 +72,47 @@ impl CpuMat {
                 let g = spec.group_size;
                 let gpr = cols / g;
                 let row = &words[o * wpr..(o + 1) * wpr];
-                let mask = (1u64 << bits) - 1;
+                let (sc, bi) = (
+                    &scales[o * gpr..(o + 1) * gpr],
+                    &biases[o * gpr..(o + 1) * gpr],
+                );
                 let mut acc = 0f32;
-                for gi in 0..gpr {
-                    let s = scales[o * gpr + gi];
-                    let b = biases[o * gpr + gi];
-                    let mut part = 0f32;
-                    for c in gi * g..(gi + 1) * g {
-                        let bit = c * bits;
-                        let wi = bit / 32;
-                        let sh = bit % 32;
-                        let mut v = (row[wi] as u64) >> sh;
-                        if sh + bits > 32 {
-                            v |= (row[wi + 1] as u64) << (32 - sh);
+                if bits == 4 || bits == 8 {
+                    // Whole words per group (group ≥ 32): 8 (4-bit) or 4 (8-bit) codes a word.
+                    let per_word = 32 / bits;
+                    let mask = (1u32 << bits) - 1;
+                    let words_per_group = g / per_word;
+                    for gi in 0..gpr {
+                        let (s, b) = (sc[gi], bi[gi]);
+                        let mut part = [0f32; 8];
+                        let xg = &x[gi * g..(gi + 1) * g];
+                        let wg = &row[gi * words_per_group..(gi + 1) * words_per_group];
+                        for (wj, &w) in wg.iter().enumerate() {
+                            let xs = &xg[wj * per_word..(wj + 1) * per_word];
+                            for (k, &xv) in xs.iter().enumerate() {
+                                let q = ((w >> (k * bits)) & mask) as f32;
+                                part[k] += (s * q + b) * xv;
+                            }
                         }
-                        let q = (v & mask) as f32;
-                        part += (s * q + b) * x[c];
+                        acc += part.iter().sum::<f32>();
                     }
-                    acc += part;
+                } else {
+                    let mask = (1u64 << bits) - 1;
+                    for gi in 0..gpr {
+                        let (s, b) = (sc[gi], bi[gi]);
+                        let mut part = 0f32;
+                        for c in gi * g..(gi + 1) * g {
+                            let bit = c * bits;
+                            let wi = bit / 32;
+                            let sh = bit % 32;
+                            let mut v = (row[wi] as u64) >> sh;
+                            if sh + bits > 32 {
+                                v |= (row[wi + 1] as u64) << (32 - sh);
+                            }
+                            part += (s * (v & mask) as f32 + b) * x[c];
+                        }
+                        acc += part;
+                    }
                 }
                 acc
             }

@@ -355,3 +355,160 @@ pub fn apply(shape: &str, n: usize, bits: u32, reps: usize, as_json: bool) -> Re
     }
     Ok(())
 }
+
+/// Peak resident set size of this process (Linux `VmHWM`), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Bytes moved per second (read + write) by the backend's copy op on a large buffer.
+fn copy_bandwidth<B: fourierft::backend::Backend>(be: &B, bytes: usize) -> Result<f64> {
+    let n = bytes / 4;
+    // Real data: a never-written buffer would be the kernel's shared zero page on the CPU.
+    let a = be.vector(&(0..n).map(|i| i as f32).collect::<Vec<_>>())?;
+    let b = be.buffer(n)?;
+    be.copy(&a, 0, &b, 0, n)?;
+    be.sync()?;
+    let reps = 5;
+    let t = Instant::now();
+    for _ in 0..reps {
+        be.copy(&a, 0, &b, 0, n)?;
+    }
+    be.sync()?;
+    Ok((2 * reps * n * 4) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Prefill and decode of a model on one backend, with and without an adapter.
+pub fn decode_on<B: fourierft::backend::Backend>(
+    be: std::sync::Arc<B>,
+    files: &fourierft::weights::ModelFiles,
+    adapter: Option<&Adapter>,
+    prompt_tokens: usize,
+    decode_tokens: usize,
+) -> Result<serde_json::Value> {
+    use fourierft::model::{Llama, LlamaOptions};
+    let vocab = files.config.vocab_size as u32;
+    let prompt: Vec<u32> = (0..prompt_tokens as u32)
+        .map(|i| (100 + 37 * i) % vocab)
+        .collect();
+    let mut m = Llama::new(
+        be.clone(),
+        files,
+        LlamaOptions {
+            max_ctx: prompt_tokens + decode_tokens + 1,
+            max_batch: prompt_tokens.clamp(1, 128),
+        },
+    )?;
+    let run = |m: &mut Llama<B>| -> Result<(f64, f64)> {
+        m.reset();
+        let t = Instant::now();
+        let mut logits = m.forward(&prompt, false)?;
+        let prefill = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..decode_tokens {
+            let next = fourierft::sampler::argmax(&logits);
+            logits = m.forward(&[next], false)?;
+        }
+        Ok((prefill, t.elapsed().as_secs_f64()))
+    };
+    run(&mut m)?; // warm-up: pipelines, caches
+    let (prefill, decode) = run(&mut m)?;
+    let bytes = m.weight_bytes_per_token();
+    let rss = peak_rss_bytes();
+    let copy = copy_bandwidth(be.as_ref(), 64 << 20)?;
+    let decode_tps = decode_tokens as f64 / decode;
+    let achieved = bytes as f64 * decode_tps;
+    let mut v = json!({
+        "backend": be.name(),
+        "prompt_tokens": prompt_tokens,
+        "decode_tokens": decode_tokens,
+        "prefill_tokens_per_s": prompt_tokens as f64 / prefill,
+        "decode_tokens_per_s": decode_tps,
+        "weight_bytes_per_token": bytes,
+        "achieved_gb_per_s": achieved / 1e9,
+        "copy_gb_per_s": copy / 1e9,
+        "roofline_ratio": achieved / copy,
+        "peak_rss_bytes": rss,
+    });
+    if let Some(a) = adapter {
+        m.set_adapter(files, Some(a))?;
+        run(&mut m)?;
+        let (_, decode_a) = run(&mut m)?;
+        v["adapter"] = json!(a.source);
+        v["adapted_layers"] = json!(a.modules.len());
+        v["decode_tokens_per_s_adapter"] = json!(decode_tokens as f64 / decode_a);
+        v["adapter_extra_cost_per_token"] = json!(decode_a / decode - 1.0);
+        v["weight_bytes_per_token_adapter"] = json!(m.weight_bytes_per_token());
+    }
+    Ok(v)
+}
+
+/// `fourierft bench decode`.
+pub fn decode(
+    model: &std::path::Path,
+    adapter: Option<&std::path::Path>,
+    gpu: Option<GpuContext>,
+    prompt_tokens: usize,
+    decode_tokens: usize,
+    as_json: bool,
+) -> Result<()> {
+    let files = fourierft::weights::ModelFiles::open(model)?;
+    let adapter = adapter.map(Adapter::load).transpose()?;
+    let mut v = match gpu {
+        Some(ctx) => crate::gpu_backend::bench_decode(
+            ctx,
+            &files,
+            adapter.as_ref(),
+            prompt_tokens,
+            decode_tokens,
+        )?,
+        None => decode_on(
+            std::sync::Arc::new(fourierft::backend::cpu::CpuBackend::new()),
+            &files,
+            adapter.as_ref(),
+            prompt_tokens,
+            decode_tokens,
+        )?,
+    };
+    v["bench"] = json!("decode");
+    v["model"] = json!(model);
+    v["model_file_bytes"] = json!(files.weights.total_bytes());
+    if as_json {
+        crate::print_json(&v);
+    } else {
+        let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        outln!(
+            "{} on {}:",
+            model.display(),
+            v["backend"].as_str().unwrap_or("?")
+        );
+        outln!(
+            "  prefill {:.1} tok/s, decode {:.1} tok/s",
+            f("prefill_tokens_per_s"),
+            f("decode_tokens_per_s")
+        );
+        outln!(
+            "  {:.1} MB of weights per token: {:.2} GB/s vs copy {:.2} GB/s (roofline {:.0}%)",
+            f("weight_bytes_per_token") / 1e6,
+            f("achieved_gb_per_s"),
+            f("copy_gb_per_s"),
+            100.0 * f("roofline_ratio")
+        );
+        if v.get("adapter").is_some() {
+            outln!(
+                "  with the adapter: decode {:.1} tok/s ({:+.1}% per token)",
+                f("decode_tokens_per_s_adapter"),
+                100.0 * f("adapter_extra_cost_per_token")
+            );
+        }
+        outln!(
+            "  peak RSS {:.1} MB (weights file {:.1} MB)",
+            f("peak_rss_bytes") / 1e6,
+            f("model_file_bytes") / 1e6
+        );
+    }
+    Ok(())
+}

@@ -15,3 +15,25 @@ pub fn logits(
         "--backend gpu: model execution on the GPU is not built yet in this version; use --backend cpu".into(),
     ))
 }
+
+pub fn generate(
+    _ctx: GpuContext,
+    _files: &ModelFiles,
+    _req: &crate::run::GenerateRequest<'_>,
+) -> Result<()> {
+    Err(Error::InvalidArgument(
+        "--backend gpu: model execution on the GPU is not built yet in this version; use --backend cpu".into(),
+    ))
+}
+
+pub fn bench_decode(
+    _ctx: GpuContext,
+    _files: &ModelFiles,
+    _adapter: Option<&Adapter>,
+    _prompt: usize,
+    _decode: usize,
+) -> Result<serde_json::Value> {
+    Err(Error::InvalidArgument(
+        "--backend gpu: model execution on the GPU is not built yet in this version; use --backend cpu".into(),
+    ))
+}

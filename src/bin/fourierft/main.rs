@@ -54,8 +54,12 @@ enum Command {
     PackAdapter(PackArgs),
     /// Quantise an F32/F16/BF16 Hugging Face folder to MLX-affine.
     Quantize(QuantizeArgs),
+    /// Convert a llama GGUF (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/F16/F32) losslessly into an MLX-affine folder.
+    ConvertGguf(ConvertGgufArgs),
     /// Logits F32 [seq, vocab] of every position for given token ids, as safetensors.
     Logits(LogitsArgs),
+    /// Generate text, streamed to stdout; prefill and decode tokens/s on stderr.
+    Generate(GenerateArgs),
     /// Benchmarks that print figures (JSON with --json).
     Bench(BenchArgs),
 }
@@ -145,6 +149,42 @@ struct LogitsArgs {
     backend: Option<Backend>,
 }
 
+#[derive(Args)]
+struct GenerateArgs {
+    /// Model folder (LLaMA family, with tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// FourierFT adapter (PEFT folder or packed file).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    #[arg(long)]
+    prompt: String,
+    /// Wrap the prompt in the model's chat template (as a user message).
+    #[arg(long)]
+    chat: bool,
+    /// A system message for --chat.
+    #[arg(long)]
+    system: Option<String>,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f32,
+    /// 0 = off.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop when this string appears (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Default: $FOURIERFT_BACKEND, else cpu.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum CoeffDtype {
     F16,
@@ -186,6 +226,16 @@ struct QuantizeArgs {
     group_size: usize,
 }
 
+#[derive(Args)]
+struct ConvertGgufArgs {
+    /// The .gguf file (llama architecture).
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// Output folder (must not exist or be empty).
+    #[arg(long)]
+    out: PathBuf,
+}
+
 fn parse_bits(s: &str) -> std::result::Result<u32, String> {
     match s {
         "4" => Ok(4),
@@ -218,6 +268,23 @@ enum BenchWhat {
         /// Repetitions of the fast path (median reported).
         #[arg(long, default_value_t = 7)]
         reps: usize,
+    },
+    /// Prefill and decode speed of a model, bytes of weights per token against a copy kernel
+    /// on the same device, the extra cost of an adapter, peak host RSS.
+    Decode {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 64)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 32)]
+        decode_tokens: usize,
+        /// Default: $FOURIERFT_BACKEND, else cpu.
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
     },
     /// Apply one adapter to all q,v layers of a synthetic quantised base, GPU vs fast CPU path,
     /// and the time to upload those layers.
@@ -264,6 +331,28 @@ fn main() -> ExitCode {
         Command::Delta(a) => delta(a),
         Command::PackAdapter(a) => pack(a),
         Command::Quantize(a) => quantize(a),
+        Command::ConvertGguf(a) => convert_gguf(a),
+        Command::Generate(a) => resolve_backend(a.backend).and_then(|gpu| {
+            let req = run::GenerateRequest {
+                model: &a.model,
+                adapter: a.adapter.as_deref(),
+                prompt: &a.prompt,
+                chat: a.chat,
+                system: a.system.as_deref(),
+                options: fourierft::model::GenerateOptions {
+                    max_tokens: a.max_tokens,
+                    sampler: fourierft::sampler::SamplerConfig {
+                        temperature: a.temperature,
+                        top_k: a.top_k,
+                        top_p: a.top_p,
+                        seed: a.seed,
+                    },
+                    stop: a.stop.clone(),
+                    stop_at_eos: true,
+                },
+            };
+            run::generate(&req, gpu)
+        }),
         Command::Logits(a) => resolve_backend(a.backend)
             .and_then(|gpu| run::logits(&a.model, a.adapter.as_deref(), &a.tokens.0, &a.out, gpu)),
         Command::Bench(BenchArgs { what }) => match what {
@@ -275,6 +364,23 @@ fn main() -> ExitCode {
                 bits,
                 reps,
             } => bench::apply(&shape, n, bits, reps, json),
+            BenchWhat::Decode {
+                model,
+                adapter,
+                json,
+                prompt_tokens,
+                decode_tokens,
+                backend,
+            } => resolve_backend(backend).and_then(|gpu| {
+                bench::decode(
+                    &model,
+                    adapter.as_deref(),
+                    gpu,
+                    prompt_tokens,
+                    decode_tokens,
+                    json,
+                )
+            }),
         },
     };
     match result {
@@ -419,6 +525,37 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         t.elapsed().as_secs_f64(),
         report
     );
+    Ok(())
+}
+
+fn convert_gguf(a: ConvertGgufArgs) -> Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let t = Instant::now();
+    let r =
+        fourierft::weights::gguf_convert::convert_gguf(&a.input, &a.out, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+    bar.finish_and_clear();
+    let types: Vec<String> = r.by_type.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    outln!(
+        "converted {} ({}: {}) into {} in {:.2} s: {} quantised, {} float; tokenizer: {}",
+        a.input.display(),
+        r.arch,
+        types.join(", "),
+        a.out.display(),
+        t.elapsed().as_secs_f64(),
+        r.quantized,
+        r.float,
+        r.tokenizer.as_deref().unwrap_or("none")
+    );
+    if let Some(why) = &r.tokenizer_skipped {
+        eprintln!("warning: no tokenizer.json written: {why}");
+    }
     Ok(())
 }
 

@@ -80,3 +80,77 @@ pub fn logits(
     );
     Ok(())
 }
+
+/// What `fourierft generate` was asked.
+pub struct GenerateRequest<'a> {
+    pub model: &'a Path,
+    pub adapter: Option<&'a Path>,
+    pub prompt: &'a str,
+    pub chat: bool,
+    pub system: Option<&'a str>,
+    pub options: fourierft::model::GenerateOptions,
+}
+
+fn generate_on<B: Backend>(
+    be: Arc<B>,
+    files: &ModelFiles,
+    req: &GenerateRequest<'_>,
+) -> Result<()> {
+    use std::io::Write as _;
+    let tok = fourierft::tokenizer::Tokenizer::from_dir(req.model)?;
+    let text = if req.chat {
+        let mut msgs = Vec::new();
+        if let Some(s) = req.system {
+            msgs.push(fourierft::tokenizer::ChatMessage::system(s));
+        }
+        msgs.push(fourierft::tokenizer::ChatMessage::user(req.prompt));
+        tok.apply_chat(&msgs, true)?
+    } else {
+        req.prompt.to_string()
+    };
+    // A chat template already holds the special tokens; a plain prompt gets the model's BOS.
+    let ids = tok.encode(&text, !req.chat)?;
+    if ids.is_empty() {
+        return Err(Error::InvalidArgument(
+            "the prompt encodes to no tokens".into(),
+        ));
+    }
+    let adapter = req.adapter.map(Adapter::load).transpose()?;
+    let max_ctx = ids.len() + req.options.max_tokens + 1;
+    let mut m = Llama::new(
+        be,
+        files,
+        LlamaOptions {
+            max_ctx,
+            max_batch: ids.len().clamp(1, 128),
+        },
+    )?;
+    m.set_adapter(files, adapter.as_ref())?;
+    let mut out = std::io::stdout();
+    let (_, stats) = fourierft::model::generate(&mut m, &tok, &ids, &req.options, &mut |piece| {
+        let _ = out.write_all(piece.as_bytes());
+        let _ = out.flush();
+        true
+    })?;
+    let _ = writeln!(out);
+    let _ = out.flush();
+    eprintln!(
+        "[{}] prefill {} tokens, {:.1} tok/s; decode {} tokens, {:.1} tok/s; stop: {:?}",
+        m.backend().name(),
+        stats.prompt_tokens,
+        stats.prefill_tokens_per_sec(),
+        stats.generated_tokens,
+        stats.decode_tokens_per_sec(),
+        stats.stop_reason
+    );
+    Ok(())
+}
+
+/// `fourierft generate`.
+pub fn generate(req: &GenerateRequest<'_>, gpu: Option<crate::GpuContext>) -> Result<()> {
+    let files = ModelFiles::open(req.model)?;
+    match gpu {
+        Some(ctx) => crate::gpu_backend::generate(ctx, &files, req),
+        None => generate_on(Arc::new(CpuBackend::new()), &files, req),
+    }
+}
