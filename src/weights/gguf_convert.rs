@@ -532,7 +532,7 @@ fn pre_tokenizer(pre: &str) -> Option<(Value, bool, bool)> {
 const SUPPORTED_PRE: &str = "gpt2, mpt, olmo, jais, smollm, starcoder, refact, codeshell, llama3, llama-v3, llama-bpe, falcon3, pixtral, smaug-bpe, qwen2, deepseek-r1-qwen";
 
 /// `tokenizer.json`, `tokenizer_config.json` and a description, for a byte-level BPE GGUF.
-fn build_tokenizer(g: &GgufFile, ctx: usize) -> Result<(Value, Value, String)> {
+fn build_tokenizer(g: &GgufFile, ctx: usize, n_embd_rows: usize) -> Result<(Value, Value, String)> {
     let path = g.path();
     let model = g.get_str("tokenizer.ggml.model")?.ok_or_else(|| {
         Error::unsupported(
@@ -556,6 +556,15 @@ fn build_tokenizer(g: &GgufFile, ctx: usize) -> Result<(Value, Value, String)> {
     let tokens = g
         .get_str_array("tokenizer.ggml.tokens")?
         .ok_or_else(|| Error::format(path, "GGUF metadata 'tokenizer.ggml.tokens' is missing"))?;
+    if tokens.len() > n_embd_rows {
+        return Err(Error::format(
+            path,
+            format!(
+                "GGUF metadata: {} tokens but token_embd.weight has only {n_embd_rows} rows",
+                tokens.len()
+            ),
+        ));
+    }
     let types = g.get_i64_array("tokenizer.ggml.token_type")?;
     if let Some(ty) = &types {
         if ty.len() != tokens.len() {
@@ -911,7 +920,7 @@ pub fn convert_gguf(
         cfg.insert("quantization_config".into(), Value::Object(q));
     }
 
-    let tokenizer = match build_tokenizer(&g, hp.ctx) {
+    let tokenizer = match build_tokenizer(&g, hp.ctx, vocab_size) {
         Ok(t) => Some(t),
         Err(e @ Error::Unsupported { .. }) => {
             report.tokenizer_skipped = Some(e.to_string());
