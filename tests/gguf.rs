@@ -301,13 +301,15 @@ const N_KV: usize = 2;
 const VOCAB: usize = 32;
 
 /// (gguf name, hf module, [rows, cols], type, q/k heads)
-fn tiny_layout() -> Vec<(
+type Layout = (
     &'static str,
     &'static str,
     [usize; 2],
     GgmlType,
     Option<usize>,
-)> {
+);
+
+fn tiny_layout() -> Vec<Layout> {
     let hd = HIDDEN / N_HEAD;
     vec![
         (

@@ -15,7 +15,8 @@
 //! MLX's `scale·q + bias` in f32 then equals llama.cpp's dequantisation bit for bit: d·code
 //! has at most 8+11 significant bits (exact in f32), and d·code + (-kd) = d·(code-k) is an
 //! exactly representable result of adding two exact values; for Q4_1/Q5_1 both compute one
-//! rounding of the exact d·q + m.
+//! rounding of the exact d·q + m. (One harmless difference: where llama.cpp's `d·(q-8)` gives
+//! -0.0, for q = 8 and d < 0, `d·q + (-8d)` gives +0.0.)
 //! F32/F16/BF16 matrices are copied unchanged; 1-D tensors (norms, biases) are stored as F32.
 //!
 //! Names and layout: GGUF `ne` is innermost-first, so a `[ne0=in, ne1=out]` GGUF matrix is the
