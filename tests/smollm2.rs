@@ -121,3 +121,101 @@ fn smollm2_greedy_continuations_equal_transformers_with_and_without_adapter() {
     }
     assert!(differs, "the adapter must change some output");
 }
+
+#[test]
+fn smollm2_cli_generate_and_logits() {
+    let Some(dir) = converted() else { return };
+    let bin = env!("CARGO_BIN_EXE_fourierft");
+    let o = std::process::Command::new(bin)
+        .args([
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "What is the capital of France?",
+            "--chat",
+        ])
+        .args([
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "0",
+            "--backend",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("Paris"), "{text}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("prefill") && err.contains("decode") && err.contains("tok/s"),
+        "{err}"
+    );
+    // Sampling with a seed is reproducible.
+    let sample = |seed: &str| {
+        let o = std::process::Command::new(bin)
+            .args([
+                "generate",
+                "--model",
+                dir.to_str().unwrap(),
+                "--prompt",
+                "Once upon a time",
+            ])
+            .args([
+                "--max-tokens",
+                "10",
+                "--temperature",
+                "0.9",
+                "--top-p",
+                "0.9",
+                "--seed",
+                seed,
+                "--backend",
+                "cpu",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert_eq!(sample("7"), sample("7"));
+    // The base logits of the first prompt equal transformers' (fixture logits_plain0).
+    let fx = common::fixtures().join("smollm2");
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("generate.json")).unwrap()).unwrap();
+    let prompt: Vec<String> = g["runs"][0]["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let out = common::scratch("smollm2-logits").join("l.safetensors");
+    let o = std::process::Command::new(bin)
+        .args([
+            "logits",
+            "--model",
+            dir.to_str().unwrap(),
+            "--tokens",
+            &prompt.join(","),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = fourierft::weights::SafeTensorsFile::open(&out).unwrap();
+    let got = got.tensor("logits").unwrap().to_f32_vec().unwrap();
+    let want_file =
+        fourierft::weights::SafeTensorsFile::open(&fx.join("logits_plain0.safetensors")).unwrap();
+    let name = want_file.names()[0].to_string();
+    let want = want_file.tensor(&name).unwrap().to_f32_vec().unwrap();
+    let last = &got[got.len() - want.len()..];
+    let d = last
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(d < 2e-3, "max |Δlogit| {d}");
+}
