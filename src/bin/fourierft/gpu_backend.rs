@@ -1,39 +1,41 @@
-//! Running models on the GPU backend (wired in when the wgpu `Backend` lands).
+//! Running models on the wgpu backend (the same generic code as the CPU path).
 
-use fourierft::backend::wgpu::GpuContext;
+use std::sync::Arc;
+
+use fourierft::backend::wgpu::{GpuBackend, GpuContext};
 use fourierft::fourier::Adapter;
 use fourierft::weights::ModelFiles;
-use fourierft::{Error, Result};
+use fourierft::Result;
 
 pub fn logits(
-    _ctx: GpuContext,
-    _files: &ModelFiles,
-    _adapter: Option<&Adapter>,
-    _tokens: &[u32],
+    ctx: GpuContext,
+    files: &ModelFiles,
+    adapter: Option<&Adapter>,
+    tokens: &[u32],
 ) -> Result<Vec<f32>> {
-    Err(Error::InvalidArgument(
-        "--backend gpu: model execution on the GPU is not built yet in this version; use --backend cpu".into(),
-    ))
+    crate::run::logits_on(Arc::new(GpuBackend::new(ctx)?), files, adapter, tokens)
 }
 
 pub fn generate(
-    _ctx: GpuContext,
-    _files: &ModelFiles,
-    _req: &crate::run::GenerateRequest<'_>,
+    ctx: GpuContext,
+    files: &ModelFiles,
+    req: &crate::run::GenerateRequest<'_>,
 ) -> Result<()> {
-    Err(Error::InvalidArgument(
-        "--backend gpu: model execution on the GPU is not built yet in this version; use --backend cpu".into(),
-    ))
+    crate::run::generate_on(Arc::new(GpuBackend::new(ctx)?), files, req)
 }
 
 pub fn bench_decode(
-    _ctx: GpuContext,
-    _files: &ModelFiles,
-    _adapter: Option<&Adapter>,
-    _prompt: usize,
-    _decode: usize,
+    ctx: GpuContext,
+    files: &ModelFiles,
+    adapter: Option<&Adapter>,
+    prompt: usize,
+    decode: usize,
 ) -> Result<serde_json::Value> {
-    Err(Error::InvalidArgument(
-        "--backend gpu: model execution on the GPU is not built yet in this version; use --backend cpu".into(),
-    ))
+    crate::bench::decode_on(
+        Arc::new(GpuBackend::new(ctx)?),
+        files,
+        adapter,
+        prompt,
+        decode,
+    )
 }

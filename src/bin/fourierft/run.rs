@@ -27,7 +27,7 @@ pub fn parse_tokens(s: &str) -> std::result::Result<TokenList, String> {
     }
 }
 
-fn logits_on<B: Backend>(
+pub fn logits_on<B: Backend>(
     be: Arc<B>,
     files: &ModelFiles,
     adapter: Option<&Adapter>,
@@ -91,7 +91,7 @@ pub struct GenerateRequest<'a> {
     pub options: fourierft::model::GenerateOptions,
 }
 
-fn generate_on<B: Backend>(
+pub fn generate_on<B: Backend>(
     be: Arc<B>,
     files: &ModelFiles,
     req: &GenerateRequest<'_>,
