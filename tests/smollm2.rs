@@ -34,13 +34,17 @@ fn smollm2_gguf() -> Option<PathBuf> {
     }
 }
 
-/// Convert once per test binary run into a scratch folder.
+/// Convert once per test binary run into a scratch folder (tests run in parallel threads).
 fn converted() -> Option<PathBuf> {
-    let gguf = smollm2_gguf()?;
-    let out = common::scratch("smollm2-model").join("m");
-    fourierft::weights::gguf_convert::convert_gguf(&gguf, &out, &mut |_, _| {})
-        .expect("convert SmolLM2");
-    Some(out)
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let gguf = smollm2_gguf()?;
+        let out = common::scratch("smollm2-model").join("m");
+        fourierft::weights::gguf_convert::convert_gguf(&gguf, &out, &mut |_, _| {})
+            .expect("convert SmolLM2");
+        Some(out)
+    })
+    .clone()
 }
 
 fn greedy<B: Backend>(m: &mut Llama<B>, prompt: &[u32], n: usize) -> Vec<u32> {
