@@ -17,6 +17,17 @@ use crate::weights::{Arch, ModelConfig, ModelFiles};
 
 use super::rope;
 
+/// The overlays of one adapter for one model, ready to install (or cached for a quick swap).
+pub struct OverlaySet<B: Backend> {
+    pub source: std::path::PathBuf,
+    pub names: Vec<String>,
+    pub mats: Vec<B::Mat>,
+    /// Device bytes of each overlay.
+    pub sizes: Vec<u64>,
+    /// Device bytes the overlays occupy.
+    pub bytes: u64,
+}
+
 /// Sizes fixed at load time.
 #[derive(Debug, Clone, Copy)]
 pub struct LlamaOptions {
@@ -102,8 +113,8 @@ pub struct Llama<B: Backend> {
     eps: f32,
     /// Tokens in the KV cache.
     pos: usize,
-    /// Source of the adapter whose overlays are installed (None: the plain base).
-    active_adapter: Option<std::path::PathBuf>,
+    /// Source and overlay bytes of the installed adapter (None: the plain base).
+    active: Option<(std::path::PathBuf, u64)>,
 }
 
 fn vector<B: Backend>(be: &B, model: &ModelFiles, name: &str, len: usize) -> Result<B::Buf> {
@@ -239,7 +250,7 @@ impl<B: Backend> Llama<B> {
             layers,
             s,
             pos: 0,
-            active_adapter: None,
+            active: None,
         })
     }
 
@@ -280,15 +291,23 @@ impl<B: Backend> Llama<B> {
     /// Install `adapter`'s overlays (or, with `None`, run the plain base). Resets the KV cache:
     /// a cache computed under one adapter is never reused under another.
     pub fn set_adapter(&mut self, model: &ModelFiles, adapter: Option<&Adapter>) -> Result<()> {
-        self.pos = 0;
-        let mut reuse = Vec::new();
-        for lin in self.linears_mut() {
-            if let Some(o) = lin.overlay.take() {
-                reuse.push(o);
-            }
+        let old = self.install(None);
+        let reuse = old.map(|o| o.mats).unwrap_or_default();
+        if let Some(a) = adapter {
+            let set = self.build_overlays(model, a, reuse)?;
+            self.install(Some(set));
         }
-        self.active_adapter = None;
-        let Some(a) = adapter else { return Ok(()) };
+        Ok(())
+    }
+
+    /// Build the overlays of `adapter` for this model (nothing installed yet). `reuse` may hold
+    /// overlays of the same layers from an earlier adapter, rewritten in place.
+    pub fn build_overlays(
+        &self,
+        model: &ModelFiles,
+        a: &Adapter,
+        reuse: Vec<B::Mat>,
+    ) -> Result<OverlaySet<B>> {
         if let Some(e) = a.extras.first() {
             return Err(Error::unsupported(
                 &a.source,
@@ -296,26 +315,85 @@ impl<B: Backend> Llama<B> {
             ));
         }
         let fits = a.fit(model)?;
-        let overlays = self.backend.overlays(model, a, &fits, reuse)?;
-        let mut by_name: HashMap<String, B::Mat> = fits
-            .iter()
-            .map(|f| f.module.clone())
-            .zip(overlays)
-            .collect();
-        for lin in self.linears_mut() {
-            if let Some(o) = by_name.remove(&lin.name) {
-                lin.overlay = Some(o);
-            }
-        }
-        if let Some(name) = by_name.keys().next() {
+        let adaptable: std::collections::HashSet<&str> =
+            self.linears().map(|l| l.name.as_str()).collect();
+        if let Some(f) = fits.iter().find(|f| !adaptable.contains(f.module.as_str())) {
             return Err(Error::AdapterMismatch {
                 adapter: a.source.clone().into(),
                 model: model.dir.clone().into(),
-                reason: format!("'{name}' is not a projection the LLaMA runtime adapts"),
+                reason: format!(
+                    "'{}' is not a projection the LLaMA runtime adapts",
+                    f.module
+                ),
             });
         }
-        self.active_adapter = Some(a.source.clone());
-        Ok(())
+        let mats = self.backend.overlays(model, a, &fits, reuse)?;
+        let mut sizes = Vec::with_capacity(fits.len());
+        for f in &fits {
+            let (r, c) = model.linear_dims(&f.module)?;
+            sizes.push((r * c) as u64 * self.backend.overlay_elem_bytes(model, &f.module));
+        }
+        Ok(OverlaySet {
+            source: a.source.clone(),
+            names: fits.into_iter().map(|f| f.module).collect(),
+            mats,
+            bytes: sizes.iter().sum(),
+            sizes,
+        })
+    }
+
+    /// Swap in `set` (or the plain base with `None`) and return the overlays that were
+    /// installed, so a caller can cache them: switching back is then a pointer switch. Resets
+    /// the KV cache.
+    pub fn install(&mut self, set: Option<OverlaySet<B>>) -> Option<OverlaySet<B>> {
+        self.pos = 0;
+        let mut old_names = Vec::new();
+        let mut old_mats = Vec::new();
+        let mut old_sizes = Vec::new();
+        for lin in self.linears_mut() {
+            if let Some(o) = lin.overlay.take() {
+                old_names.push(lin.name.clone());
+                old_mats.push(o);
+                old_sizes.push(lin.overlay_bytes);
+                lin.overlay_bytes = 0;
+            }
+        }
+        let old = self.active.take().map(|(source, bytes)| OverlaySet {
+            source,
+            names: old_names,
+            mats: old_mats,
+            sizes: old_sizes,
+            bytes,
+        });
+        if let Some(set) = set {
+            let mut by_name: HashMap<String, (B::Mat, u64)> = set
+                .names
+                .into_iter()
+                .zip(set.mats.into_iter().zip(set.sizes))
+                .collect();
+            for lin in self.linears_mut() {
+                if let Some((o, size)) = by_name.remove(&lin.name) {
+                    lin.overlay = Some(o);
+                    lin.overlay_bytes = size;
+                }
+            }
+            self.active = Some((set.source, set.bytes));
+        }
+        old
+    }
+
+    /// The source of the installed adapter, if any.
+    pub fn active_adapter(&self) -> Option<&std::path::Path> {
+        self.active.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    fn linears(&self) -> impl Iterator<Item = &Linear<B>> {
+        let head = self.lm_head.iter();
+        std::iter::once(&self.embed).chain(head).chain(
+            self.layers
+                .iter()
+                .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].into_iter()),
+        )
     }
 
     fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear<B>> {

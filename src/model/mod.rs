@@ -5,4 +5,4 @@ pub mod llama;
 pub mod rope;
 
 pub use generate::{generate, GenerateOptions, GenerateStats, StopReason};
-pub use llama::{Llama, LlamaOptions};
+pub use llama::{Llama, LlamaOptions, OverlaySet};
