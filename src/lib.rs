@@ -8,6 +8,7 @@
 //!   files, and ΔW on the CPU (no GPU code).
 
 pub mod backend;
+pub mod engine;
 pub mod error;
 pub mod fourier;
 pub mod model;
@@ -15,4 +16,7 @@ pub mod sampler;
 pub mod tokenizer;
 pub mod weights;
 
+pub use engine::{
+    AdapterChoice, AdapterId, Engine, EngineConfig, EngineStats, Generation, Request,
+};
 pub use error::{Error, FilePath, Result};

@@ -382,6 +382,11 @@ impl<B: Backend> Llama<B> {
         old
     }
 
+    /// Device bytes of the installed overlays.
+    pub fn active_overlay_bytes(&self) -> u64 {
+        self.active.as_ref().map_or(0, |(_, b)| *b)
+    }
+
     /// The source of the installed adapter, if any.
     pub fn active_adapter(&self) -> Option<&std::path::Path> {
         self.active.as_ref().map(|(p, _)| p.as_path())

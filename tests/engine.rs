@@ -1,0 +1,366 @@
+//! The Engine: swaps, per-request adapters, concurrency, cancel, KV cache, LRU eviction, a
+//! soak of 300 swaps — on the tiny llama (whose greedy outputs transformers+PEFT fixed in
+//! golden/llama_logits) with a word-level tokenizer whose words are the token ids.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::{copy_dir, fixtures, scratch};
+use fourierft::backend::BackendChoice;
+use fourierft::model::{GenerateOptions, StopReason};
+use fourierft::weights::SafeTensorsFile;
+use fourierft::{AdapterChoice, Engine, EngineConfig, Request};
+
+/// tiny_llama + a tokenizer.json mapping "t<i>" to id i (and back, space-separated).
+fn model_dir(name: &str) -> PathBuf {
+    let dir = scratch(name).join("tiny");
+    copy_dir(&fixtures().join("tiny_llama"), &dir);
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..64)
+        .map(|i| (format!("t{i}"), serde_json::json!(i)))
+        .collect();
+    let tok = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}
+    });
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        serde_json::to_string(&tok).unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
+fn golden() -> (String, Vec<u32>, Vec<u32>) {
+    let g = SafeTensorsFile::open(&fixtures().join("golden/llama_logits.safetensors")).unwrap();
+    let ids = |k: &str| -> Vec<u32> {
+        g.tensor(k)
+            .unwrap()
+            .to_i64_vec()
+            .unwrap()
+            .iter()
+            .map(|&t| t as u32)
+            .collect()
+    };
+    let prompt = ids("tokens")
+        .iter()
+        .map(|t| format!("t{t}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    (prompt, ids("greedy_base"), ids("greedy_adapter_a"))
+}
+
+fn greedy(n: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens: n,
+        ..Default::default()
+    }
+}
+
+fn open(dir: &Path, budget: u64) -> Engine {
+    Engine::open(
+        dir,
+        EngineConfig {
+            backend: BackendChoice::Cpu,
+            max_ctx: 64,
+            overlay_budget_bytes: budget,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn swaps_per_request_adapters_and_goldens() {
+    let dir = model_dir("engine-swap");
+    let (prompt, want_base, want_a) = golden();
+    let e = open(&dir, 1 << 30);
+    let base = e
+        .generate(
+            &prompt,
+            &Request {
+                options: greedy(8),
+                ..Default::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(base.tokens, want_base, "base greedy tokens = transformers'");
+    let a = e
+        .load_adapter(&fixtures().join("adapters/llama_a"))
+        .unwrap();
+    let b = e
+        .load_adapter(&fixtures().join("adapters/llama_b"))
+        .unwrap();
+    e.set_adapter(Some(a)).unwrap();
+    let s = e.stats();
+    assert_eq!(
+        (s.adapters_loaded, s.active_adapter, s.last_swap_warm),
+        (2, Some(a), false)
+    );
+    let ra = e
+        .generate(
+            &prompt,
+            &Request {
+                options: greedy(8),
+                ..Default::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(
+        ra.tokens, want_a,
+        "adapter A greedy tokens = transformers+PEFT's"
+    );
+    assert_eq!(ra.adapter, Some(a));
+    // Per-request adapter B, then back to A (the current one): a cached, warm swap.
+    let rb = e
+        .generate(
+            &prompt,
+            &Request {
+                adapter: AdapterChoice::Id(b),
+                options: greedy(8),
+                ..Default::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_ne!(rb.tokens, ra.tokens);
+    let ra2 = e
+        .generate(
+            &prompt,
+            &Request {
+                options: greedy(8),
+                ..Default::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(ra2.tokens, ra.tokens, "swapping back reproduces A");
+    assert!(e.stats().last_swap_warm, "A's overlays were cached");
+    assert_eq!(e.stats().cached_overlays, 1);
+    // The plain base for one request.
+    let rbase = e
+        .generate(
+            &prompt,
+            &Request {
+                adapter: AdapterChoice::Base,
+                options: greedy(8),
+                ..Default::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(rbase.tokens, want_base);
+    // Logits under the current adapter equal a fresh computation (no stale KV cache).
+    let l1 = e.logits(&[1, 2, 3]).unwrap();
+    let l2 = e.logits(&[1, 2, 3]).unwrap();
+    assert_eq!(l1, l2);
+    // Unload: the current adapter falls back to the base.
+    e.unload_adapter(a).unwrap();
+    assert!(e.unload_adapter(a).is_err());
+    let r = e
+        .generate(
+            &prompt,
+            &Request {
+                options: greedy(8),
+                ..Default::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(r.tokens, want_base);
+}
+
+#[test]
+fn bad_adapters_are_refused_before_any_work() {
+    let dir = model_dir("engine-bad");
+    let e = open(&dir, 1 << 30);
+    let err = e
+        .load_adapter(&fixtures().join("adapters/bert_cls"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bert_cls") && err.contains("does not fit"),
+        "{err}"
+    );
+    assert!(e
+        .load_adapter(Path::new("/nonexistent/adapter"))
+        .unwrap_err()
+        .to_string()
+        .contains("/nonexistent/adapter"));
+    assert!(e
+        .load_adapter_bytes("junk.bin", vec![1, 2, 3])
+        .unwrap_err()
+        .to_string()
+        .contains("junk.bin"));
+    assert!(e.set_adapter(Some(999)).is_err());
+    assert_eq!(e.stats().adapters_loaded, 0);
+    // From bytes: a packed file an app downloaded.
+    let a = fourierft::fourier::Adapter::load(&fixtures().join("adapters/llama_a")).unwrap();
+    let p = scratch("engine-bytes").join("a.safetensors");
+    a.write_packed(&p, fourierft::weights::DType::F16, None)
+        .unwrap();
+    let id = e
+        .load_adapter_bytes("a.safetensors", std::fs::read(&p).unwrap())
+        .unwrap();
+    e.set_adapter(Some(id)).unwrap();
+}
+
+#[test]
+fn cancel_stops_within_one_token_and_the_engine_stays_usable() {
+    let dir = model_dir("engine-cancel");
+    let (prompt, want_base, _) = golden();
+    let e = Arc::new(open(&dir, 1 << 30));
+    let mut pieces = 0;
+    let e2 = e.clone();
+    let opts = GenerateOptions {
+        max_tokens: 40,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let r = e
+        .generate(
+            &prompt,
+            &Request {
+                options: opts,
+                ..Default::default()
+            },
+            &mut |_| {
+                pieces += 1;
+                if pieces == 3 {
+                    e2.cancel();
+                }
+                true
+            },
+        )
+        .unwrap();
+    assert_eq!(r.stats.stop_reason, StopReason::Cancelled);
+    assert!(
+        r.tokens.len() <= 4,
+        "stopped after {} tokens",
+        r.tokens.len()
+    );
+    let again = e
+        .generate(
+            &prompt,
+            &Request {
+                options: greedy(8),
+                ..Default::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(again.tokens, want_base);
+}
+
+#[test]
+fn a_swap_during_a_generation_waits_and_never_mixes_adapters() {
+    let dir = model_dir("engine-concurrent");
+    let (prompt, _, want_a) = golden();
+    let e = Arc::new(open(&dir, 1 << 30));
+    let a = e
+        .load_adapter(&fixtures().join("adapters/llama_a"))
+        .unwrap();
+    let b = e
+        .load_adapter(&fixtures().join("adapters/llama_b"))
+        .unwrap();
+    e.set_adapter(Some(a)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let e1 = e.clone();
+    let p1 = prompt.clone();
+    let worker = std::thread::spawn(move || {
+        e1.generate(
+            &p1,
+            &Request {
+                options: greedy(8),
+                ..Default::default()
+            },
+            &mut |_| {
+                let _ = tx.send(());
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                true
+            },
+        )
+        .unwrap()
+    });
+    rx.recv().unwrap(); // the generation is running
+    e.set_adapter(Some(b)).unwrap(); // waits for it
+    let r = worker.join().unwrap();
+    assert_eq!(
+        r.tokens, want_a,
+        "the running request kept adapter A throughout"
+    );
+    let rb = e
+        .generate(
+            &prompt,
+            &Request {
+                options: greedy(8),
+                ..Default::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(rb.adapter, Some(b));
+}
+
+#[test]
+fn soak_300_swaps_with_lru_eviction() {
+    let dir = model_dir("engine-soak");
+    let (prompt, _, _) = golden();
+    // Room for one cached overlay set (llama_a: 4 f32 layers of ≤ 32x32).
+    let e = open(&dir, 12_000);
+    let names = ["llama_a", "llama_b", "llama_pattern"];
+    let ids: Vec<u64> = names
+        .iter()
+        .map(|n| {
+            e.load_adapter(&fixtures().join("adapters").join(n))
+                .unwrap()
+        })
+        .collect();
+    let reference: Vec<Vec<u32>> = ids
+        .iter()
+        .map(|&id| {
+            e.generate(
+                &prompt,
+                &Request {
+                    adapter: AdapterChoice::Id(id),
+                    options: greedy(3),
+                    ..Default::default()
+                },
+                &mut |_| true,
+            )
+            .unwrap()
+            .tokens
+        })
+        .collect();
+    let mut g = fourierft::fourier::mt19937::Mt19937::new(42);
+    for i in 0..300 {
+        let k = (g.next_u32() % 3) as usize;
+        e.set_adapter(Some(ids[k])).unwrap();
+        if i % 10 == 0 {
+            let r = e
+                .generate(
+                    &prompt,
+                    &Request {
+                        options: greedy(3),
+                        ..Default::default()
+                    },
+                    &mut |_| true,
+                )
+                .unwrap();
+            assert_eq!(r.tokens, reference[k], "swap {i} to {}", names[k]);
+        }
+        assert!(
+            e.stats().cached_overlays <= 1,
+            "the budget holds one cached set"
+        );
+    }
+}
