@@ -512,3 +512,78 @@ pub fn decode(
     }
     Ok(())
 }
+
+/// `fourierft bench swap`: cold swaps (overlays rebuilt), warm swaps (cached overlays, a pointer
+/// switch) and, in the same run, the time to open and upload the base; the ratios.
+pub fn swap(
+    model: &std::path::Path,
+    adapters: &[std::path::PathBuf],
+    backend: fourierft::backend::BackendChoice,
+    as_json: bool,
+) -> Result<()> {
+    use fourierft::{Engine, EngineConfig};
+    if adapters.len() < 2 {
+        return Err(Error::InvalidArgument(
+            "bench swap needs at least two --adapter".into(),
+        ));
+    }
+    let t = Instant::now();
+    // The budget holds every adapter, so the second round of swaps is warm.
+    let e = Engine::open(
+        model,
+        EngineConfig {
+            backend,
+            max_ctx: 256,
+            overlay_budget_bytes: u64::MAX,
+        },
+    )?;
+    let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    let ids: Vec<u64> = adapters
+        .iter()
+        .map(|a| e.load_adapter(a))
+        .collect::<Result<_>>()?;
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for round in 0..3 {
+        for &id in &ids {
+            e.set_adapter(Some(id))?;
+            let s = e.stats();
+            let ms = s.last_swap_secs * 1e3;
+            if round == 0 {
+                cold.push(ms);
+            } else if s.last_swap_warm {
+                warm.push(ms);
+            }
+        }
+    }
+    let s = e.stats();
+    let (c, w) = (median(cold), median(warm));
+    let v = json!({
+        "bench": "swap",
+        "model": model,
+        "backend": s.backend,
+        "adapters": adapters,
+        "open_and_upload_ms": open_ms,
+        "cold_swap_ms": c,
+        "warm_swap_ms": w,
+        "cold_vs_open": c / open_ms,
+        "warm_vs_cold": w / c,
+        "overlay_bytes": s.overlay_bytes,
+    });
+    if as_json {
+        crate::print_json(&v);
+    } else {
+        outln!(
+            "{} on {}: open + upload {open_ms:.1} ms",
+            model.display(),
+            s.backend
+        );
+        outln!(
+            "  cold swap (rebuild overlays) {c:.2} ms ({:.1}% of open)",
+            100.0 * c / open_ms
+        );
+        outln!("  warm swap (cached overlays)  {w:.4} ms",);
+        outln!("  overlays held: {:.1} MB", s.overlay_bytes as f64 / 1e6);
+    }
+    Ok(())
+}

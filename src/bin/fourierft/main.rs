@@ -286,6 +286,19 @@ enum BenchWhat {
         #[arg(long, value_enum)]
         backend: Option<Backend>,
     },
+    /// Cold swap (overlays rebuilt), warm swap (cached) and open + upload of the base.
+    Swap {
+        #[arg(long)]
+        model: PathBuf,
+        /// Two or more adapters.
+        #[arg(long = "adapter", required = true)]
+        adapters: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// Default: $FOURIERFT_BACKEND, else auto.
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
+    },
     /// Apply one adapter to all q,v layers of a synthetic quantised base, GPU vs fast CPU path,
     /// and the time to upload those layers.
     Apply {
@@ -364,6 +377,13 @@ fn main() -> ExitCode {
                 bits,
                 reps,
             } => bench::apply(&shape, n, bits, reps, json),
+            BenchWhat::Swap {
+                model,
+                adapters,
+                json,
+                backend,
+            } => choice(backend, BackendChoice::Auto)
+                .and_then(|b| bench::swap(&model, &adapters, b, json)),
             BenchWhat::Decode {
                 model,
                 adapter,
@@ -394,6 +414,16 @@ fn main() -> ExitCode {
 
 fn one_line(e: &Error) -> String {
     e.to_string().replace('\n', " ")
+}
+
+/// The backend choice from `--backend`, else `FOURIERFT_BACKEND`, else `default`.
+fn choice(flag: Option<Backend>, default: BackendChoice) -> Result<BackendChoice> {
+    match flag {
+        Some(Backend::Cpu) => Ok(BackendChoice::Cpu),
+        Some(Backend::Gpu) => Ok(BackendChoice::Gpu),
+        Some(Backend::Auto) => Ok(BackendChoice::Auto),
+        None => BackendChoice::from_env_or(default),
+    }
 }
 
 /// The backend from `--backend`, else `FOURIERFT_BACKEND`, else the CPU; `auto` becomes the
