@@ -320,10 +320,52 @@ fn exit_codes_and_one_line_errors() {
 }
 
 #[test]
-fn demo_runs() {
-    let o = run(&["demo"]);
+fn demo_on_any_model_shows_each_adapter_and_an_identical_swap_back() {
+    // tiny_llama with a word-level tokenizer whose words "t<i>" are the ids.
+    let dir = scratch("cli-demo").join("tiny");
+    common::copy_dir(&fixtures().join("tiny_llama"), &dir);
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..64)
+        .map(|i| (format!("t{i}"), serde_json::json!(i)))
+        .collect();
+    let tok = serde_json::json!({"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}});
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    let (a, b) = (
+        fixtures().join("adapters/llama_a"),
+        fixtures().join("adapters/llama_b"),
+    );
+    let o = run(&[
+        "demo",
+        "--model",
+        s(&dir),
+        "--adapter",
+        s(&a),
+        "--adapter",
+        s(&b),
+        "--prompt",
+        "t1 t5 t9",
+        "--max-tokens",
+        "6",
+        "--backend",
+        "cpu",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("match PEFT"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "[base model]",
+        "[llama_a]",
+        "[llama_b]",
+        "[llama_a again]",
+        "output identical",
+        "pointer switch",
+    ] {
+        assert!(out.contains(needle), "'{needle}' missing from:\n{out}");
+    }
+    assert_fails(
+        &run(&["demo", "--model", "/nonexistent/model", "--backend", "cpu"]),
+        "/nonexistent/model",
+    );
 }
 
 #[test]

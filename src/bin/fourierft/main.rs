@@ -44,8 +44,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the adapter pipeline on the committed fixtures (the default command).
-    Demo,
+    /// One base model, several adapters, the same prompt: outputs, swap times, tokens/s (the
+    /// default command; defaults to the embedded demo model).
+    Demo(DemoCli),
     /// Describe a model folder/file or an adapter folder/file.
     Inspect(InspectArgs),
     /// Compute one module's ΔW and write it as safetensors (`delta_w` F32 [out,in], `indices` I64 [2,n]).
@@ -62,6 +63,26 @@ enum Command {
     Generate(GenerateArgs),
     /// Benchmarks that print figures (JSON with --json).
     Bench(BenchArgs),
+}
+
+#[derive(Args, Default)]
+struct DemoCli {
+    /// Model folder (default: the embedded assets/demo/model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Adapters to show (repeatable; default: assets/demo/adapters/*.fft.safetensors).
+    #[arg(long = "adapter")]
+    adapters: Vec<PathBuf>,
+    #[arg(long)]
+    prompt: Option<String>,
+    #[arg(long, default_value_t = 32)]
+    max_tokens: usize,
+    /// Wrap the prompt in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Default: $FOURIERFT_BACKEND, else auto.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
 }
 
 #[derive(Args)]
@@ -332,8 +353,20 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let result = match cli.command.unwrap_or(Command::Demo) {
-        Command::Demo => demo::run(),
+    let result = match cli.command.unwrap_or(Command::Demo(DemoCli {
+        max_tokens: 32,
+        ..Default::default()
+    })) {
+        Command::Demo(d) => choice(d.backend, BackendChoice::Auto).and_then(|backend| {
+            demo::run(demo::DemoArgs {
+                model: d.model,
+                adapters: d.adapters,
+                prompt: d.prompt,
+                max_tokens: d.max_tokens,
+                chat: d.chat,
+                backend,
+            })
+        }),
         Command::Inspect(a) => match (&a.path, a.gpu) {
             (_, true) => inspect::gpu(a.json),
             (Some(p), false) => inspect::run(p, a.json, a.model.as_deref()),
