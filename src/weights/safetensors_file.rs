@@ -215,7 +215,7 @@ struct Entry {
 }
 
 enum Backing {
-    Mmap(memmap2::Mmap),
+    Mmap(std::sync::Arc<memmap2::Mmap>),
     Owned(Vec<u8>),
     Empty,
 }
@@ -269,7 +269,18 @@ impl SafeTensorsFile {
         // being truncated or rewritten while it is open.
         let mmap =
             unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|e| Error::io(path, e))?;
-        Self::build(path, Backing::Mmap(mmap))
+        Self::build(path, Backing::Mmap(std::sync::Arc::new(mmap)))
+    }
+
+    /// The file's memory map (shared; `None` for in-memory files) and the byte offset of
+    /// `view`'s data in it, so a backend can read a tensor in place without copying it.
+    pub fn mapped(&self, view: &TensorView<'_>) -> Option<(std::sync::Arc<memmap2::Mmap>, usize)> {
+        let Backing::Mmap(m) = &self.backing else {
+            return None;
+        };
+        let base = m.as_ptr() as usize;
+        let at = view.data.as_ptr() as usize;
+        (at >= base && at + view.data.len() <= base + m.len()).then(|| (m.clone(), at - base))
     }
 
     /// Validate an in-memory file; `path` is used in messages only.

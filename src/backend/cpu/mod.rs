@@ -26,6 +26,22 @@ impl CpuBuf {
     }
 }
 
+/// Bytes of a tensor: read in place from the model's memory map (no copy), or owned.
+#[derive(Clone)]
+pub enum Bytes {
+    Mapped(Arc<memmap2::Mmap>, usize, usize),
+    Owned(Arc<Vec<u8>>),
+}
+
+impl Bytes {
+    fn get(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m, off, len) => &m[*off..*off + *len],
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
 /// A weight matrix `[rows = out, cols = in]`.
 #[derive(Clone)]
 pub enum CpuMat {
@@ -34,14 +50,30 @@ pub enum CpuMat {
         cols: usize,
         data: Arc<Vec<f32>>,
     },
+    /// MLX affine, read in place: U32 words, scales and biases in `sb` (F32/F16/BF16).
     Affine {
         rows: usize,
         cols: usize,
         spec: QuantSpec,
-        words: Arc<Vec<u32>>,
-        scales: Arc<Vec<f32>>,
-        biases: Arc<Vec<f32>>,
+        sb: DType,
+        words: Bytes,
+        scales: Bytes,
+        biases: Bytes,
     },
+}
+
+#[inline]
+fn word(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+}
+
+#[inline]
+fn sb_value(b: &[u8], i: usize, dt: DType) -> f32 {
+    match dt {
+        DType::F16 => half::f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32(),
+        DType::BF16 => half::bf16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32(),
+        _ => f32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]),
+    }
 }
 
 impl CpuMat {
@@ -62,6 +94,7 @@ impl CpuMat {
             CpuMat::Affine {
                 cols,
                 spec,
+                sb,
                 words,
                 scales,
                 biases,
@@ -71,11 +104,8 @@ impl CpuMat {
                 let wpr = cols * bits / 32;
                 let g = spec.group_size;
                 let gpr = cols / g;
-                let row = &words[o * wpr..(o + 1) * wpr];
-                let (sc, bi) = (
-                    &scales[o * gpr..(o + 1) * gpr],
-                    &biases[o * gpr..(o + 1) * gpr],
-                );
+                let wb = &words.get()[o * wpr * 4..(o + 1) * wpr * 4];
+                let (sc, bi) = (scales.get(), biases.get());
                 let mut acc = 0f32;
                 if bits == 4 || bits == 8 {
                     // Whole words per group (group ≥ 32): 8 (4-bit) or 4 (8-bit) codes a word.
@@ -83,11 +113,14 @@ impl CpuMat {
                     let mask = (1u32 << bits) - 1;
                     let words_per_group = g / per_word;
                     for gi in 0..gpr {
-                        let (s, b) = (sc[gi], bi[gi]);
+                        let (s, b) = (
+                            sb_value(sc, o * gpr + gi, *sb),
+                            sb_value(bi, o * gpr + gi, *sb),
+                        );
                         let mut part = [0f32; 8];
                         let xg = &x[gi * g..(gi + 1) * g];
-                        let wg = &row[gi * words_per_group..(gi + 1) * words_per_group];
-                        for (wj, &w) in wg.iter().enumerate() {
+                        for wj in 0..words_per_group {
+                            let w = word(wb, gi * words_per_group + wj);
                             let xs = &xg[wj * per_word..(wj + 1) * per_word];
                             for (k, &xv) in xs.iter().enumerate() {
                                 let q = ((w >> (k * bits)) & mask) as f32;
@@ -99,15 +132,18 @@ impl CpuMat {
                 } else {
                     let mask = (1u64 << bits) - 1;
                     for gi in 0..gpr {
-                        let (s, b) = (sc[gi], bi[gi]);
+                        let (s, b) = (
+                            sb_value(sc, o * gpr + gi, *sb),
+                            sb_value(bi, o * gpr + gi, *sb),
+                        );
                         let mut part = 0f32;
                         for c in gi * g..(gi + 1) * g {
                             let bit = c * bits;
                             let wi = bit / 32;
                             let sh = bit % 32;
-                            let mut v = (row[wi] as u64) >> sh;
+                            let mut v = (word(wb, wi) as u64) >> sh;
                             if sh + bits > 32 {
-                                v |= (row[wi + 1] as u64) << (32 - sh);
+                                v |= (word(wb, wi + 1) as u64) << (32 - sh);
                             }
                             part += (s * (v & mask) as f32 + b) * x[c];
                         }
@@ -126,6 +162,7 @@ impl CpuMat {
             CpuMat::Affine {
                 cols,
                 spec,
+                sb,
                 words,
                 scales,
                 biases,
@@ -133,14 +170,15 @@ impl CpuMat {
             } => {
                 let wpr = cols * spec.bits as usize / 32;
                 let gpr = cols / spec.group_size;
-                crate::weights::quant::dequantize_row(
-                    &words[o * wpr..(o + 1) * wpr],
-                    &scales[o * gpr..(o + 1) * gpr],
-                    &biases[o * gpr..(o + 1) * gpr],
-                    *spec,
-                    *cols,
-                    out,
-                );
+                let wb = &words.get()[o * wpr * 4..(o + 1) * wpr * 4];
+                let w: Vec<u32> = (0..wpr).map(|i| word(wb, i)).collect();
+                let s: Vec<f32> = (0..gpr)
+                    .map(|g| sb_value(scales.get(), o * gpr + g, *sb))
+                    .collect();
+                let b: Vec<f32> = (0..gpr)
+                    .map(|g| sb_value(biases.get(), o * gpr + g, *sb))
+                    .collect();
+                crate::weights::quant::dequantize_row(&w, &s, &b, *spec, *cols, out);
             }
         }
     }
@@ -212,13 +250,22 @@ impl Backend for CpuBackend {
         let (rows, cols) = model.linear_dims(module)?;
         if model.is_quantized(module) {
             let q = model.quantized(module)?;
+            let bytes = |v: &crate::weights::TensorView<'_>| -> Bytes {
+                match model.weights.file_of(v.name).and_then(|f| f.mapped(v)) {
+                    Some((map, off)) => Bytes::Mapped(map, off, v.data.len()),
+                    None => Bytes::Owned(Arc::new(v.data.to_vec())),
+                }
+            };
+            q.scales
+                .expect_dtype(&[DType::F32, DType::F16, DType::BF16])?;
             Ok(CpuMat::Affine {
                 rows,
                 cols,
                 spec: q.spec,
-                words: Arc::new(q.weight.to_u32_vec()?),
-                scales: Arc::new(q.scales.to_f32_vec()?),
-                biases: Arc::new(q.biases.to_f32_vec()?),
+                sb: q.scales.dtype,
+                words: bytes(&q.weight),
+                scales: bytes(&q.scales),
+                biases: bytes(&q.biases),
             })
         } else {
             let w = model.weights.tensor(&format!("{module}.weight"))?;
