@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests.
 #![allow(dead_code)]
 
+pub mod llama_check;
+
 use std::path::{Path, PathBuf};
 
 pub fn fixtures() -> PathBuf {

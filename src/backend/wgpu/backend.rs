@@ -95,6 +95,10 @@ impl GpuMat {
     pub fn format(&self) -> MatFormat {
         self.0.format
     }
+    /// Rows per storage binding (fewer than `shape().0` when the weight is split).
+    pub fn chunk_rows(&self) -> usize {
+        self.0.chunk
+    }
     pub fn is_overlay(&self) -> bool {
         self.0.overlay
     }
@@ -348,56 +352,28 @@ impl GpuBackend {
 
     /// Upload `module` (one copy per tensor from the mmap).
     fn upload(&self, model: &ModelFiles, module: &str) -> Result<MatInner> {
-        let ctx = &self.ctx;
         let (rows, cols) = model.linear_dims(module)?;
-        let usage = wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_SRC
-            | wgpu::BufferUsages::COPY_DST;
-        let (format, weight, weight_bytes, sb) = if model.is_quantized(module) {
+        if model.is_quantized(module) {
             let q = model.quantized(module)?;
-            let sb_dtype = q.dtype();
-            let format = MatFormat::Affine {
-                spec: q.spec,
-                sb: sb_dtype,
-            };
-            let weight = ctx.upload_bytes(q.weight.name, q.weight.data, usage)?;
-            let (s, b) = (q.scales.data, q.biases.data);
-            if s.len() != b.len() {
+            if q.scales.data.len() != q.biases.data.len() {
                 return Err(Error::tensor(
                     q.biases.path,
                     q.biases.name,
-                    format!("{} bytes like the scales", s.len()),
-                    format!("{} bytes", b.len()),
+                    format!("{} bytes like the scales", q.scales.data.len()),
+                    format!("{} bytes", q.biases.data.len()),
                 ));
             }
-            let bias_offset = (s.len() as u64).next_multiple_of(16);
-            let total = pad4(bias_offset + b.len() as u64);
-            let sb = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(q.scales.name),
-                size: total.max(4),
-                usage,
-                mapped_at_creation: true,
-            });
-            {
-                let mut view = sb
-                    .slice(..)
-                    .get_mapped_range_mut()
-                    .map_err(|e| Error::Gpu(format!("{module}: cannot map for upload: {e}")))?;
-                view.slice(..s.len()).copy_from_slice(s);
-                view.slice(bias_offset as usize..bias_offset as usize + b.len())
-                    .copy_from_slice(b);
-            }
-            sb.unmap();
-            (
+            let format = MatFormat::Affine {
+                spec: q.spec,
+                sb: q.dtype(),
+            };
+            self.make(
+                module,
+                rows,
+                cols,
                 format,
-                weight,
-                q.weight.data.len() as u64,
-                Some(SbBuffer {
-                    buffer: sb,
-                    dtype: sb_dtype,
-                    bytes: s.len() as u64,
-                    bias_offset,
-                }),
+                q.weight.data,
+                Some((q.scales.data, q.biases.data)),
             )
         } else {
             let w = model.weights.tensor(&format!("{module}.weight"))?;
@@ -414,16 +390,108 @@ impl GpuBackend {
                     ))
                 }
             };
-            let weight = ctx.upload_bytes(w.name, w.data, usage)?;
-            (format, weight, w.data.len() as u64, None)
+            self.make(module, rows, cols, format, w.data, None)
+        }
+    }
+
+    /// A matrix from raw little-endian bytes in `format`'s layout (tests, benchmarks,
+    /// synthetic weights): for affine, `sb` holds the scales and biases `[rows, cols/group]`
+    /// in the format's scale dtype. The registry does not see it (overlays re-upload).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matrix_from_bytes(
+        &self,
+        module: &str,
+        rows: usize,
+        cols: usize,
+        format: MatFormat,
+        weight: &[u8],
+        scales: Option<&[u8]>,
+        biases: Option<&[u8]>,
+    ) -> Result<GpuMat> {
+        let sb = match (format, scales, biases) {
+            (MatFormat::Affine { spec, sb }, Some(s), Some(b)) => {
+                let need = rows * (cols / spec.group_size) * sb.size_in_bytes();
+                if s.len() != need || b.len() != need {
+                    return Err(Error::InvalidArgument(format!(
+                        "{module}: scales/biases of {} and {} bytes, {need} expected",
+                        s.len(),
+                        b.len()
+                    )));
+                }
+                Some((s, b))
+            }
+            (MatFormat::Affine { .. }, _, _) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{module}: an affine matrix needs scales and biases"
+                )))
+            }
+            _ => None,
         };
+        Ok(GpuMat(Arc::new(
+            self.make(module, rows, cols, format, weight, sb)?,
+        )))
+    }
+
+    /// One copy of each tensor into GPU buffers; scales and biases share one buffer.
+    fn make(
+        &self,
+        module: &str,
+        rows: usize,
+        cols: usize,
+        format: MatFormat,
+        weight: &[u8],
+        sb: Option<(&[u8], &[u8])>,
+    ) -> Result<MatInner> {
+        let ctx = &self.ctx;
+        if let MatFormat::Affine { spec, .. } = format {
+            if cols % spec.group_size != 0 || sb.is_none() {
+                return Err(Error::InvalidArgument(format!(
+                    "{module}: {cols} columns with group {} (and scales/biases needed)",
+                    spec.group_size
+                )));
+            }
+        }
         let expect = format.row_bytes(cols) * rows as u64;
-        if weight_bytes != expect {
+        if weight.len() as u64 != expect {
             return Err(Error::InvalidArgument(format!(
-                "{module}: {weight_bytes} weight bytes, {expect} expected for {rows}x{cols}"
+                "{module}: {} weight bytes, {expect} expected for {rows}x{cols}",
+                weight.len()
             )));
         }
-        self.finish(module, rows, cols, format, weight, weight_bytes, sb, false)
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        let buffer = ctx.upload_bytes(module, weight, usage)?;
+        let sb = match (sb, format) {
+            (Some((s, b)), MatFormat::Affine { sb: dtype, .. }) => {
+                let bias_offset = (s.len() as u64).next_multiple_of(16);
+                let total = pad4(bias_offset + b.len() as u64).max(4);
+                let sbuf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(module),
+                    size: total,
+                    usage,
+                    mapped_at_creation: true,
+                });
+                {
+                    let mut view = sbuf
+                        .slice(..)
+                        .get_mapped_range_mut()
+                        .map_err(|e| Error::Gpu(format!("{module}: cannot map for upload: {e}")))?;
+                    view.slice(..s.len()).copy_from_slice(s);
+                    view.slice(bias_offset as usize..bias_offset as usize + b.len())
+                        .copy_from_slice(b);
+                }
+                sbuf.unmap();
+                Some(SbBuffer {
+                    buffer: sbuf,
+                    dtype,
+                    bytes: s.len() as u64,
+                    bias_offset,
+                })
+            }
+            _ => None,
+        };
+        self.finish(module, rows, cols, format, buffer, expect, sb, false)
     }
 
     #[allow(clippy::too_many_arguments)]
