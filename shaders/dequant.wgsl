@@ -5,8 +5,8 @@
 //   FMT 0 F32, 1 F16, 2 BF16 (2 per u32), 3 MLX affine: each row of `src` is one little-endian
 //   bit stream of u32 words, code k at bits [k·BITS, k·BITS + BITS) (3/5/6-bit codes may straddle
 //   two words); w = scale·q + bias with scale/bias per GROUP columns, in SB_FMT (0 F32, 1 F16,
-//   2 BF16). Like MLX, an F16/BF16 model dequantises in its own dtype, rounding after the
-//   multiply and after the add.
+//   2 BF16). For an f16 destination an F16/BF16 model dequantises like MLX, in its own dtype
+//   (rounding after the multiply and after the add); for an f32 destination in f32.
 // Destination: OUT_F16 = 0 → f32, 1 → f16 (two per u32).
 // Each invocation writes one u32 of the destination (one f32, or a pair of f16). Rows are
 // processed in chunks that fit a storage binding; `row0` is the chunk's first row.
@@ -57,6 +57,11 @@ fn round_bf16(x: f32) -> f32 {
 }
 
 fn round_sb(x: f32) -> f32 {
+    // Only an f16 destination follows MLX's rounding in the model dtype; an f32 overlay keeps
+    // `scale·q + bias` in f32 (what transformers computes from the same data).
+    if (OUT_F16 == 0u) {
+        return x;
+    }
     if (SB_FMT == 1u) {
         return quantizeToF16(x);
     }

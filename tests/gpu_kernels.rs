@@ -117,34 +117,38 @@ fn check_overlays(
         .iter()
         .map(|f| GpuLayer::upload(ctx, &model, &f.module).unwrap())
         .collect();
-    let overlays = apply::apply(ctx, &layers, &a, &fits, Vec::new()).unwrap();
-    for (fit, ov) in fits.iter().zip(&overlays) {
-        let got = ov.read(ctx).unwrap();
-        let (want, f16) = merge::overlay(&model, &a, fit).unwrap();
-        assert_eq!(ov.f16, f16, "{}: overlay dtype", fit.module);
-        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-            // f16: within one f16 ulp (deq(W) is rounded to f16 first, then the sum);
-            // f32: within f32 noise of the kernel's sums.
-            let tol = if f16 {
-                (w.abs() * 2f32.powi(-10)).max(2f32.powi(-24))
-            } else {
-                1e-6 * w.abs().max(1.0)
-            };
+    for prefer_f16 in [true, false] {
+        ctx.set_f16_overlays(prefer_f16);
+        let overlays = apply::apply(ctx, &layers, &a, &fits, Vec::new()).unwrap();
+        for (fit, ov) in fits.iter().zip(&overlays) {
+            let got = ov.read(ctx).unwrap();
+            let (want, f16) = merge::overlay(&model, &a, fit, prefer_f16).unwrap();
+            assert_eq!(ov.f16, f16, "{}: overlay dtype", fit.module);
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                // f16: within one f16 ulp (deq(W) is rounded to f16 first, then the sum);
+                // f32: within f32 noise of the kernel's sums.
+                let tol = if f16 {
+                    (w.abs() * 2f32.powi(-10)).max(2f32.powi(-24))
+                } else {
+                    1e-6 * w.abs().max(1.0)
+                };
+                assert!(
+                    (g - w).abs() <= tol,
+                    "{} {} [{i}]: gpu {g} cpu {w}",
+                    model_dir.display(),
+                    fit.module
+                );
+            }
+            // The adapter really changed the layer.
+            let (base, _) = merge::base_values(&model, &fit.module).unwrap();
             assert!(
-                (g - w).abs() <= tol,
-                "{} {} [{i}]: gpu {g} cpu {w}",
-                model_dir.display(),
+                got.iter().zip(&base).any(|(x, y)| (x - y).abs() > 1e-4),
+                "{}: overlay equals base",
                 fit.module
             );
         }
-        // The adapter really changed the layer.
-        let (base, _) = merge::base_values(&model, &fit.module).unwrap();
-        assert!(
-            got.iter().zip(&base).any(|(x, y)| (x - y).abs() > 1e-4),
-            "{}: overlay equals base",
-            fit.module
-        );
     }
+    ctx.set_f16_overlays(false);
 }
 
 #[test]
@@ -233,7 +237,7 @@ fn overlays_for_f16_and_bf16_bases() {
 #[test]
 fn chunked_bindings_give_the_same_overlays() {
     let Some(mut ctx) = gpu() else { return };
-    ctx.limits.max_storage_buffer_binding_size = 2048;
+    ctx.limits.max_storage_buffer_binding_size = 4096;
     check_overlays(&ctx, &fixtures().join("tiny_llama"), "llama_b");
     check_overlays(&ctx, &fixtures().join("tiny_llama_mlx4"), "llama_a");
     let a = Adapter::load(&fixtures().join("adapters/llama_b")).unwrap();

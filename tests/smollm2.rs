@@ -223,3 +223,40 @@ fn smollm2_cli_generate_and_logits() {
         .fold(0f32, f32::max);
     assert!(d < 2e-3, "max |Δlogit| {d}");
 }
+
+/// The same goldens on the wgpu backend (lavapipe in CI is slow: the first plain prompt,
+/// base and adapter).
+#[test]
+fn smollm2_on_the_gpu_equals_transformers() {
+    let Some(dir) = converted() else { return };
+    let Some(ctx) = common::gpu() else { return };
+    let fx = common::fixtures().join("smollm2");
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("generate.json")).unwrap()).unwrap();
+    let n = g["n_new"].as_u64().unwrap() as usize;
+    let files = ModelFiles::open(&dir).unwrap();
+    let adapter = Adapter::load(&fx.join("adapter_qv")).unwrap();
+    let be = Arc::new(fourierft::backend::wgpu::GpuBackend::new(ctx).unwrap());
+    let mut m = Llama::new(
+        be,
+        &files,
+        LlamaOptions {
+            max_ctx: 64,
+            max_batch: 32,
+        },
+    )
+    .unwrap();
+    let run = &g["runs"][0];
+    let prompt = ids(&run["prompt_ids"]);
+    assert_eq!(
+        greedy(&mut m, &prompt, n),
+        ids(&run["base"]),
+        "GPU base continuation"
+    );
+    m.set_adapter(&files, Some(&adapter)).unwrap();
+    assert_eq!(
+        greedy(&mut m, &prompt, n),
+        ids(&run["adapter"]),
+        "GPU adapter continuation"
+    );
+}

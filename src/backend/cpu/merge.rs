@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::fourier::{Adapter, CpuMethod, LayerFit};
 use crate::weights::{DType, ModelFiles};
 
-/// `deq(W)` of a module, f32 `[rows, cols]` as stored, and whether the overlay is f16.
+/// `deq(W)` of a module, f32 `[rows, cols]` as stored, and whether an f16 overlay is possible.
 pub fn base_values(model: &ModelFiles, module: &str) -> Result<(Vec<f32>, bool)> {
     let (_, cols) = model.linear_dims(module)?;
     if model.is_quantized(module) {
@@ -17,9 +17,22 @@ pub fn base_values(model: &ModelFiles, module: &str) -> Result<(Vec<f32>, bool)>
     }
 }
 
-/// The merged overlay of `fit`'s layer, f32 values (f16-rounded when the overlay is f16).
-pub fn overlay(model: &ModelFiles, adapter: &Adapter, fit: &LayerFit) -> Result<(Vec<f32>, bool)> {
-    let (mut w, f16) = base_values(model, &fit.module)?;
+/// The merged overlay of `fit`'s layer, f32 values (f16-rounded when the overlay is f16:
+/// `prefer_f16` and a base that allows it), the GPU path's oracle.
+pub fn overlay(
+    model: &ModelFiles,
+    adapter: &Adapter,
+    fit: &LayerFit,
+    prefer_f16: bool,
+) -> Result<(Vec<f32>, bool)> {
+    let (mlx, can_f16) = base_values(model, &fit.module)?;
+    let f16 = prefer_f16 && can_f16;
+    // f16 overlays dequantise as MLX does in the model dtype; f32 ones as `scale·q + bias` in f32.
+    let mut w = if f16 {
+        mlx
+    } else {
+        model.dequantize_weight(&fit.module)?
+    };
     let m = adapter.require_module(&fit.module)?;
     let d = adapter.module_delta(m, fit.out_features, fit.in_features, CpuMethod::Fast)?;
     let (d1, d2) = (fit.out_features, fit.in_features);

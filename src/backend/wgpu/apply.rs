@@ -2,8 +2,9 @@
 //! `dequant.wgsl` then `delta.wgsl` (in place), all recorded into one submission. The base
 //! tensors (in the mmap and in their GPU buffers) are never modified.
 //!
-//! Overlays are f32 for an F32 base and f16 otherwise (F16, BF16 and quantised bases), unless
-//! the stored row length is odd (then f32). A GPT-2 Conv1D base is stored `[in, out]`: its
+//! Overlays are f32 by default (what PEFT computes, so greedy outputs equal transformers');
+//! with `GpuContext::set_f16_overlays(true)` F16, BF16 and quantised bases get f16 overlays
+//! (half the memory) unless the stored row length is odd. A GPT-2 Conv1D base is stored `[in, out]`: its
 //! overlay keeps that layout and ΔW is built transposed by swapping the roles of the two
 //! spectral axes, so the kernel always writes rows of the stored layout.
 
@@ -134,7 +135,7 @@ impl GpuLayer {
             + self.biases.as_ref().map_or(0, |t| t.bytes)
     }
 
-    /// The overlay dtype this layer gets.
+    /// Whether this layer can have an f16 overlay (non-F32 base, even rows).
     pub fn overlay_f16(&self) -> bool {
         self.format != WeightFormat::F32 && self.cols % 2 == 0
     }
@@ -217,7 +218,7 @@ pub fn apply(
             .ok_or_else(|| {
                 Error::InvalidArgument(format!("layer '{}' was not uploaded", fit.module))
             })?;
-        let f16 = layer.overlay_f16();
+        let f16 = ctx.f16_overlays() && layer.overlay_f16();
         let overlay = match reuse
             .iter()
             .position(|o| o.module == fit.module && o.f16 == f16)

@@ -54,6 +54,9 @@ pub struct GpuContext {
     pipelines: Mutex<HashMap<PipelineKey, Arc<Kernel>>>,
     /// The first error wgpu reported outside an error scope (wgpu's default is to panic).
     uncaptured: Arc<Mutex<Option<String>>>,
+    /// Build f16 overlays for F16/BF16/quantised bases (half the memory) instead of f32 (what
+    /// PEFT computes: greedy outputs equal transformers'). Off by default.
+    f16_overlays: std::sync::atomic::AtomicBool,
 }
 
 /// What `fourierft inspect --gpu` prints.
@@ -176,7 +179,18 @@ impl GpuContext {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             uncaptured,
+            f16_overlays: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Choose f16 overlays (half the memory; ΔW merged with f16 rounding) or f32 (the default).
+    pub fn set_f16_overlays(&self, on: bool) {
+        self.f16_overlays
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn f16_overlays(&self) -> bool {
+        self.f16_overlays.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Largest byte range one storage binding may cover on this device.

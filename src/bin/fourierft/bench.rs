@@ -253,6 +253,8 @@ pub fn apply(shape: &str, n: usize, bits: u32, reps: usize, as_json: bool) -> Re
     // GPU: upload the base layers (one copy each), then apply (positions + plan + ΔW + merge).
     let gpu = match GpuContext::new() {
         Ok(ctx) => {
+            // Phones keep overlays of quantised bases in f16.
+            ctx.set_f16_overlays(true);
             let half_bytes = |v: &[f32]| -> Vec<u8> {
                 v.iter()
                     .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
