@@ -28,10 +28,12 @@ override BITS: u32 = 4u;
 override GROUP: u32 = 64u;
 override SB_FMT: u32 = 0u;
 override RB: u32 = 1u; // ≤ MAX_RB
+// Lanes per output row (a power of two ≤ 256): 32 on GPUs (coalesced 128-byte reads of a
+// row); CPU-emulated adapters (lavapipe) are faster with few lanes and no reduction.
+override LANES: u32 = 32u;
+override OPW: u32 = WG / LANES;
 
-const LANES: u32 = 32u;
-const OPW: u32 = 8u;
-const WG: u32 = 256u; // LANES · OPW
+const WG: u32 = 256u;
 const MAX_RB: u32 = 8u;
 
 struct Params {
@@ -50,8 +52,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-// matmul: x `[rows, k]` as f32 bits; embed: token ids.
-@group(0) @binding(1) var<storage, read> xin: array<u32>;
+// matmul: x `[rows, k]` as f32 bits; embed: token ids. Read as vec4 (buffers are allocated
+// in multiples of 16 bytes) so an affine word's codes meet their inputs in vec4 dot products.
+@group(0) @binding(1) var<storage, read> xin: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read> sb: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
@@ -102,8 +105,12 @@ fn w_at(row: u32, col: u32) -> f32 {
     return sb_value(g, false) * f32(q) + sb_value(g, true);
 }
 
+fn xat(i: u32) -> u32 {
+    return xin[i / 4u][i % 4u];
+}
+
 fn xv(r: u32, c: u32) -> f32 {
-    return bitcast<f32>(xin[r * P.k + c]);
+    return bitcast<f32>(xat(r * P.k + c));
 }
 
 @compute @workgroup_size(256)
@@ -122,30 +129,40 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
         acc[r] = 0.0;
     }
     if (live) {
-        if (FMT == 3u && (32u % BITS) == 0u) {
-            // Whole words: CPW codes of one group each.
+        if (FMT == 3u && (32u % BITS) == 0u && BITS <= 8u) {
+            // Whole words: CPW codes of one group each, NV vec4s of codes per word; k is a
+            // multiple of GROUP ≥ 32, so every x row starts on a vec4.
             let cpw = 32u / BITS;
+            let nv = cpw / 4u;
             let wpg = GROUP / cpw;
-            let mask = (1u << BITS) - 1u;
+            let mask = vec4<u32>((1u << BITS) - 1u);
             let sbrow = (P.sb_row0 + o) * P.gpr;
+            let k4 = P.k / 4u;
+            let last = max(P.rows, 1u) - 1u;
+            var gcur = 0xffffffffu;
+            var s = 0.0;
+            var b = 0.0;
             for (var j = lane; j < P.row_words; j += LANES) {
-                let word = w[o * P.row_words + j];
+                let word = vec4<u32>(w[o * P.row_words + j]);
                 let g = sbrow + j / wpg;
-                let s = sb_value(g, false);
-                let b = sb_value(g, true);
-                var q: array<f32, 16>;
-                for (var e = 0u; e < cpw; e++) {
-                    q[e] = f32((word >> (e * BITS)) & mask);
+                if (g != gcur) {
+                    // Few lanes walk consecutive words: load a group's scale and bias once.
+                    gcur = g;
+                    s = sb_value(g, false);
+                    b = sb_value(g, true);
                 }
-                let c0 = j * cpw;
-                for (var r = 0u; r < nr; r++) {
-                    let base = (r0 + r) * P.k + c0;
+                // RB is a pipeline constant: this loop unrolls; rows past the end repeat the
+                // last row and are never written.
+                for (var r = 0u; r < RB; r++) {
+                    let xb = min(r0 + r, last) * k4 + j * nv;
                     var qx = 0.0;
                     var xs = 0.0;
-                    for (var e = 0u; e < cpw; e++) {
-                        let x = bitcast<f32>(xin[base + e]);
-                        qx += q[e] * x;
-                        xs += x;
+                    for (var v = 0u; v < nv; v++) {
+                        let sh = vec4<u32>(4u * v, 4u * v + 1u, 4u * v + 2u, 4u * v + 3u) * BITS;
+                        let q = vec4<f32>((word >> sh) & mask);
+                        let x = bitcast<vec4<f32>>(xin[xb + v]);
+                        qx += dot(q, x);
+                        xs += dot(x, vec4<f32>(1.0));
                     }
                     acc[r] += s * qx + b * xs;
                 }
@@ -175,7 +192,7 @@ fn main(@builtin(local_invocation_index) tid: u32, @builtin(workgroup_id) wid: v
                 let w1 = half_to_f32(word >> 16u, FMT);
                 for (var r = 0u; r < nr; r++) {
                     let i = (r0 + r) * P.k + 2u * j;
-                    acc[r] += w0 * bitcast<f32>(xin[i]) + w1 * bitcast<f32>(xin[i + 1u]);
+                    acc[r] += w0 * bitcast<f32>(xat(i)) + w1 * bitcast<f32>(xat(i + 1u));
                 }
             }
         } else {
@@ -214,7 +231,7 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     }
     let r = i / P.k;
     let c = i % P.k;
-    let t = xin[P.tok0 + r];
+    let t = xat(P.tok0 + r);
     if (t < P.o0 || t >= P.o0 + P.n_out) {
         return;
     }

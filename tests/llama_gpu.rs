@@ -274,8 +274,13 @@ fn check_matmuls(cpu: &CpuBackend, gpu: &GpuBackend, seed: u64) {
 #[test]
 fn gpu_matmul_and_embed_match_the_cpu_for_every_format() {
     let Some(ctx) = gpu() else { return };
-    let (cpu, gpu) = backends(ctx);
+    let (cpu, mut gpu) = backends(ctx);
     check_matmuls(&cpu, &gpu, 1);
+    // The other row layouts (lavapipe defaults to 1 lane per row, GPUs to 32).
+    for lanes in [1, 8, 32] {
+        gpu.set_matmul_lanes(lanes).unwrap();
+        check_matmuls(&cpu, &gpu, 1 + lanes as u64);
+    }
 }
 
 /// Weights bound in row chunks (a storage binding limit of 4 KiB forces several per matrix).

@@ -137,6 +137,8 @@ pub struct GpuBackend {
     ctx: Arc<GpuContext>,
     param_ring: wgpu::Buffer,
     slot: u64,
+    /// Lanes per output row of the matmul kernel ([`matmul::lanes`] unless set).
+    lanes: usize,
     dummy_ro: wgpu::Buffer,
     dummy_rw: wgpu::Buffer,
     state: Mutex<State>,
@@ -176,6 +178,7 @@ impl GpuBackend {
         Ok(GpuBackend {
             param_ring,
             slot: align,
+            lanes: matmul::lanes(&ctx),
             dummy_ro,
             dummy_rw,
             state: Mutex::new(State {
@@ -192,12 +195,25 @@ impl GpuBackend {
         })
     }
 
+    /// Use `lanes` (a power of two ≤ 256) invocations per matmul output row instead of the
+    /// adapter's default (tests run the GPU layout on lavapipe this way).
+    pub fn set_matmul_lanes(&mut self, lanes: usize) -> Result<()> {
+        if !lanes.is_power_of_two() || lanes > matmul::WORKGROUP {
+            return Err(Error::InvalidArgument(format!(
+                "matmul lanes {lanes}: expected a power of two ≤ {}",
+                matmul::WORKGROUP
+            )));
+        }
+        self.lanes = lanes;
+        Ok(())
+    }
+
     pub fn context(&self) -> &Arc<GpuContext> {
         &self.ctx
     }
 
     fn token_buffer(ctx: &GpuContext, cap: usize) -> Result<wgpu::Buffer> {
-        let b = ctx.storage("embed tokens", cap as u64 * 4)?;
+        let b = ctx.storage("embed tokens", (cap as u64 * 4).next_multiple_of(16))?;
         Ok(b)
     }
 
@@ -633,18 +649,23 @@ impl Backend for GpuBackend {
     }
 
     fn buffer(&self, len: usize) -> Result<GpuBuf> {
-        // wgpu zero-initialises new buffers.
+        // wgpu zero-initialises new buffers. Sizes are multiples of 16 bytes: kernels read
+        // activations as vec4.
         Ok(GpuBuf {
-            buffer: self.ctx.storage("activations", len as u64 * 4)?,
+            buffer: self
+                .ctx
+                .storage("activations", (len as u64 * 4).next_multiple_of(16))?,
             len,
         })
     }
 
     fn vector(&self, data: &[f32]) -> Result<GpuBuf> {
+        let mut padded = data.to_vec();
+        padded.resize(data.len().next_multiple_of(4), 0.0);
         Ok(GpuBuf {
             buffer: self.ctx.upload_bytes(
                 "vector",
-                bytemuck::cast_slice(data),
+                bytemuck::cast_slice(&padded),
                 wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_SRC
                     | wgpu::BufferUsages::COPY_DST,
@@ -831,7 +852,7 @@ impl Backend for GpuBackend {
         if rows == 0 {
             return Ok(());
         }
-        let kernel = matmul::kernel(&self.ctx, m.format, rows)?;
+        let kernel = matmul::kernel(&self.ctx, m.format, rows, self.lanes)?;
         let mut p = Self::base_params(m);
         p.rows = rows as u32;
         p.out_stride = n_out as u32;
@@ -854,7 +875,7 @@ impl Backend for GpuBackend {
                     whole(sb),
                     whole(&out.buffer),
                 ],
-                matmul::groups(n, rows),
+                matmul::groups(n, rows, self.lanes),
             )?;
             r0 += n;
         }
