@@ -377,6 +377,14 @@ impl Engine {
         }
     }
 
+    /// Live GPU buffers and their bytes (None on the CPU backend).
+    pub fn gpu_buffers(&self) -> Option<(i64, i64)> {
+        match &lock(&self.state).model {
+            AnyModel::Gpu(m, _) => Some(m.backend().context().live_buffers()),
+            AnyModel::Cpu(..) => None,
+        }
+    }
+
     /// Stop the running generation within one token.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);

@@ -364,3 +364,114 @@ fn soak_300_swaps_with_lru_eviction() {
         );
     }
 }
+
+/// The same soak on the GPU backend: outputs equal the single-adapter references and, after
+/// warm-up, the number of live GPU buffers and their bytes stay constant.
+#[test]
+fn gpu_soak_300_swaps_keeps_buffers_constant() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = model_dir("engine-gpu-soak");
+    let (prompt, want_base, want_a) = golden();
+    let e = Engine::open(
+        &dir,
+        EngineConfig {
+            backend: BackendChoice::Gpu,
+            max_ctx: 64,
+            overlay_budget_bytes: 12_000,
+        },
+    )
+    .unwrap();
+    let base = e
+        .generate(
+            &prompt,
+            &Request {
+                options: greedy(8),
+                ..Default::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(base.tokens, want_base, "GPU engine, base = transformers");
+    // Three adapters of the same layers (q, v of both layers), so every state holds the same
+    // number of overlays: llama_a, llama_f16 and llama_a re-seeded (other positions).
+    let mut reseeded =
+        fourierft::fourier::Adapter::load(&fixtures().join("adapters/llama_a")).unwrap();
+    reseeded
+        .config
+        .raw
+        .insert("random_loc_seed".into(), serde_json::json!(99));
+    let p = scratch("engine-gpu-soak-a99").join("a99.fft.safetensors");
+    reseeded
+        .write_packed(&p, fourierft::weights::DType::F32, None)
+        .unwrap();
+    let names = ["llama_a", "llama_f16", "a99"];
+    let paths = [
+        fixtures().join("adapters/llama_a"),
+        fixtures().join("adapters/llama_f16"),
+        p,
+    ];
+    let ids: Vec<u64> = paths.iter().map(|p| e.load_adapter(p).unwrap()).collect();
+    let a = e
+        .generate(
+            &prompt,
+            &Request {
+                adapter: AdapterChoice::Id(ids[0]),
+                options: greedy(8),
+                ..Default::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert_eq!(
+        a.tokens, want_a,
+        "GPU engine, adapter A = transformers+PEFT"
+    );
+    let reference: Vec<Vec<u32>> = ids
+        .iter()
+        .map(|&id| {
+            e.generate(
+                &prompt,
+                &Request {
+                    adapter: AdapterChoice::Id(id),
+                    options: greedy(3),
+                    ..Default::default()
+                },
+                &mut |_| true,
+            )
+            .unwrap()
+            .tokens
+        })
+        .collect();
+    let mut g = fourierft::fourier::mt19937::Mt19937::new(7);
+    let mut steady = None;
+    for i in 0..300 {
+        let k = (g.next_u32() % 3) as usize;
+        e.set_adapter(Some(ids[k])).unwrap();
+        if i % 15 == 0 {
+            let r = e
+                .generate(
+                    &prompt,
+                    &Request {
+                        options: greedy(3),
+                        ..Default::default()
+                    },
+                    &mut |_| true,
+                )
+                .unwrap();
+            assert_eq!(r.tokens, reference[k], "swap {i} to {}", names[k]);
+        }
+        // Warm-up: every adapter has been built and every set evicted at least once.
+        if i == 30 {
+            steady = e.gpu_buffers();
+        }
+        if i > 30 && i % 10 == 0 {
+            assert_eq!(
+                e.gpu_buffers(),
+                steady,
+                "live GPU buffers (count, bytes) after swap {i}"
+            );
+        }
+    }
+}

@@ -543,8 +543,16 @@ impl Backend for CpuBackend {
         dst_off: usize,
         len: usize,
     ) -> Result<()> {
+        if std::ptr::eq(src, dst) {
+            // One buffer: a single write lock (a read and a write lock would deadlock).
+            let mut d = dst.w();
+            check_len("copy", d.len(), src_off.max(dst_off) + len)?;
+            d.copy_within(src_off..src_off + len, dst_off);
+            return Ok(());
+        }
         let s = src.r();
         let mut d = dst.w();
+        check_len("copy source", s.len(), src_off + len)?;
         check_len("copy", d.len(), dst_off + len)?;
         d[dst_off..dst_off + len].copy_from_slice(&s[src_off..src_off + len]);
         Ok(())

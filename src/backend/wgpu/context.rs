@@ -193,6 +193,16 @@ impl GpuContext {
         self.f16_overlays.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Live GPU buffers on this device and their bytes (wgpu's internal counters), to check
+    /// that steady-state work allocates nothing.
+    pub fn live_buffers(&self) -> (i64, i64) {
+        let c = self.device.get_internal_counters();
+        (
+            c.hal.buffers.read() as i64,
+            c.hal.buffer_memory.read() as i64,
+        )
+    }
+
     /// Largest byte range one storage binding may cover on this device.
     pub fn max_binding(&self) -> u64 {
         self.limits.max_storage_buffer_binding_size
