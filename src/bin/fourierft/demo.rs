@@ -37,7 +37,7 @@ fn default_assets() -> Result<(PathBuf, Vec<PathBuf>, String)> {
     let prompt = std::fs::read_to_string(&golden)
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["prompt"].as_str().map(str::to_string))
+        .and_then(|v| v["prompts"][0]["text"].as_str().map(str::to_string))
         .unwrap_or_else(|| "Today I want to tell you about".to_string());
     Ok((model, adapters, prompt))
 }
