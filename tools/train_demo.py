@@ -275,7 +275,20 @@ def write_packed(peft_dir, path):
         tensors[k[len(PREFIX):]] = v.to(torch.float32).contiguous()
     meta = {"format": "fourierft.adapter", "format_version": "1",
             "peft_config": json.dumps(cfg, sort_keys=True)}
-    safetensors.torch.save_file(tensors, path, metadata=meta)
+    # Written by hand rather than safetensors.torch.save_file: that writer orders `__metadata__`
+    # keys arbitrarily (a Rust HashMap), so reruns would not be byte-identical. Same layout:
+    # u64 header length, JSON header (sorted keys, space-padded to 8 bytes), tensor data by name.
+    header, data, off = {"__metadata__": meta}, b"", 0
+    for k in sorted(tensors):
+        b = tensors[k].numpy().astype("<f4").tobytes()
+        header[k] = {"dtype": "F32", "shape": list(tensors[k].shape), "data_offsets": [off, off + len(b)]}
+        data += b
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + data)
+    assert safetensors.torch.load_file(path).keys() == tensors.keys()
     return os.path.getsize(path)
 
 
