@@ -32,7 +32,7 @@
 //! converted, the report's `tokenizer_skipped` says why and no tokenizer.json is written.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
@@ -931,19 +931,7 @@ pub fn convert_gguf(
     };
 
     // Stage everything in a sibling folder, then rename.
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let base = output
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let tmp = parent.join(format!(".{base}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let tmp = super::writer::staging_dir(output)?;
     let result = (|| -> Result<()> {
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), "mlx".to_string());

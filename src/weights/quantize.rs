@@ -11,7 +11,7 @@
 //! unquantised need no config entry: loaders detect quantisation by the `.scales` tensor.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 
@@ -155,19 +155,7 @@ pub fn quantize_model_dir(
     }
 
     // Stage everything in a sibling folder, then rename.
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let base = output
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let tmp = parent.join(format!(".{base}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let tmp = super::writer::staging_dir(output)?;
     let result = (|| -> Result<()> {
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), "mlx".to_string());
