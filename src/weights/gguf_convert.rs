@@ -960,15 +960,8 @@ pub fn convert_gguf(
             report.files.push("tokenizer_config.json".into());
             report.tokenizer = Some(what.clone());
         }
-        if output.exists() {
-            std::fs::remove_dir(output).map_err(|e| Error::io(output, e))?;
-        }
-        std::fs::rename(&tmp, output).map_err(|e| Error::io(output, e))?;
         Ok(())
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result?;
+    super::writer::publish_staged(&tmp, output, result)?;
     Ok(report)
 }

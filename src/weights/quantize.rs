@@ -192,16 +192,8 @@ pub fn quantize_model_dir(
             std::fs::copy(&p, &dst).map_err(|e| Error::io(&p, e))?;
             report.copied_files.push(name);
         }
-        if output.exists() {
-            // Checked empty above.
-            std::fs::remove_dir(output).map_err(|e| Error::io(output, e))?;
-        }
-        std::fs::rename(&tmp, output).map_err(|e| Error::io(output, e))?;
         Ok(())
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result?;
+    super::writer::publish_staged(&tmp, output, result)?;
     Ok(report)
 }

@@ -150,3 +150,19 @@ pub fn staging_dir(output: &Path) -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     Ok(tmp)
 }
+
+/// Finish a folder staged with [`staging_dir`]: when `built` succeeded, move it to `output`
+/// (replacing an empty folder there); otherwise remove the staging folder and return the error.
+pub fn publish_staged(tmp: &Path, output: &Path, built: Result<()>) -> Result<()> {
+    let result = built.and_then(|()| {
+        if output.exists() {
+            // Callers refuse a non-empty output before staging.
+            std::fs::remove_dir(output).map_err(|e| Error::io(output, e))?;
+        }
+        std::fs::rename(tmp, output).map_err(|e| Error::io(output, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(tmp);
+    }
+    result
+}
