@@ -414,13 +414,16 @@ fn swap<B: Backend>(
     adapter: Option<&Adapter>,
     budget: u64,
 ) -> Result<(bool, u64)> {
+    // Take the target from the cache before the outgoing set goes in, so making room for the
+    // outgoing set never evicts the one being switched to.
+    let cached = to.and_then(|id| lru.take(id));
     let mut spare = Vec::new();
     if let (Some(old), Some(f)) = (m.install(None), from) {
         spare = lru.put(f, old, budget);
     }
     let mut warm = true;
-    if let (Some(id), Some(a)) = (to, adapter) {
-        let set = match lru.take(id) {
+    if let (Some(_), Some(a)) = (to, adapter) {
+        let set = match cached {
             Some(s) => s,
             None => {
                 warm = false;

@@ -315,9 +315,23 @@ fn a_swap_during_a_generation_waits_and_never_mixes_adapters() {
 fn soak_300_swaps_with_lru_eviction() {
     let dir = model_dir("engine-soak");
     let (prompt, _, _) = golden();
-    // Room for one cached overlay set (llama_a: 4 f32 layers of ≤ 32x32).
-    let e = open(&dir, 12_000);
     let names = ["llama_a", "llama_b", "llama_pattern"];
+    // Each set's bytes, measured with nothing cached. The budget holds either smaller set but
+    // never two, and never the largest: swaps hit the cache, miss it and evict.
+    let probe = open(&dir, 0);
+    let mut sizes: Vec<u64> = names
+        .iter()
+        .map(|n| {
+            let id = probe
+                .load_adapter(&fixtures().join("adapters").join(n))
+                .unwrap();
+            probe.set_adapter(Some(id)).unwrap();
+            probe.stats().overlay_bytes
+        })
+        .collect();
+    sizes.sort();
+    assert!(sizes[0] > 0 && sizes[1] < sizes[2], "{sizes:?}");
+    let e = open(&dir, sizes[1]);
     let ids: Vec<u64> = names
         .iter()
         .map(|n| {
@@ -342,6 +356,7 @@ fn soak_300_swaps_with_lru_eviction() {
         })
         .collect();
     let mut g = fourierft::fourier::mt19937::Mt19937::new(42);
+    let mut warm = 0;
     for i in 0..300 {
         let k = (g.next_u32() % 3) as usize;
         e.set_adapter(Some(ids[k])).unwrap();
@@ -358,11 +373,14 @@ fn soak_300_swaps_with_lru_eviction() {
                 .unwrap();
             assert_eq!(r.tokens, reference[k], "swap {i} to {}", names[k]);
         }
-        assert!(
-            e.stats().cached_overlays <= 1,
-            "the budget holds one cached set"
-        );
+        let st = e.stats();
+        assert!(st.cached_overlays <= 1, "the budget holds one cached set");
+        warm += st.last_swap_warm as usize;
     }
+    assert!(
+        warm > 20 && warm < 280,
+        "{warm} of 300 swaps were warm: both paths must run"
+    );
 }
 
 /// The same soak on the GPU backend: outputs equal the single-adapter references and, after

@@ -27,21 +27,24 @@ pub trait Backend: Send + Sync {
     fn vector(&self, data: &[f32]) -> Result<Self::Buf>;
     /// Module `module`'s weight (`module.weight`, quantised or float) from the model files.
     fn matrix(&self, model: &ModelFiles, module: &str) -> Result<Self::Mat>;
-    /// Overlays `deq(W) + ΔW` for each fitted layer of `adapter` (same order as `fits`).
-    /// `reuse` may hold earlier overlays of the same layers, rewritten in place.
+    /// The adapted layers of `adapter`, one per fitted layer (same order as `fits`), whose
+    /// base matrices are `bases`: an overlay `deq(W) + ΔW` on the GPU, the base plus a spectral
+    /// ΔW on the CPU. `reuse` may hold earlier overlays of the same layers, rewritten in place.
     fn overlays(
         &self,
         model: &ModelFiles,
         adapter: &Adapter,
         fits: &[LayerFit],
+        bases: &[&Self::Mat],
         reuse: Vec<Self::Mat>,
     ) -> Result<Vec<Self::Mat>>;
 
-    /// Bytes per element of the overlay this backend builds for `module` (4 for f32, 2 for
-    /// f16). Used for the bytes-per-token figure of the decode benchmark.
-    fn overlay_elem_bytes(&self, _model: &ModelFiles, _module: &str) -> u64 {
-        4
-    }
+    /// Bytes an adapted layer built by [`Backend::overlays`] holds beyond its base (what the
+    /// overlay cache accounts for).
+    fn overlay_bytes(&self, overlay: &Self::Mat) -> u64;
+    /// Bytes a matrix-vector product with the adapted layer reads (its base included when the
+    /// layer reads the base too): the bytes-per-token figure of the decode benchmark.
+    fn overlay_read_bytes(&self, overlay: &Self::Mat) -> u64;
 
     /// `len` values of `buf` from `offset`, waiting for recorded work.
     fn read(&self, buf: &Self::Buf, offset: usize, len: usize) -> Result<Vec<f32>>;

@@ -53,6 +53,8 @@ struct Linear<B: Backend> {
     /// Bytes of the base weight as stored (read once per token by a matrix-vector product).
     base_bytes: u64,
     overlay_bytes: u64,
+    /// Bytes a product with the overlay reads.
+    overlay_read: u64,
 }
 
 impl<B: Backend> Linear<B> {
@@ -61,7 +63,7 @@ impl<B: Backend> Linear<B> {
     }
     fn bytes(&self) -> u64 {
         if self.overlay.is_some() {
-            self.overlay_bytes
+            self.overlay_read
         } else {
             self.base_bytes
         }
@@ -174,6 +176,7 @@ impl<B: Backend> Llama<B> {
                 overlay: None,
                 base_bytes,
                 overlay_bytes: 0,
+                overlay_read: 0,
             })
         };
         let (h, hd, nh, nkv) = (
@@ -315,9 +318,12 @@ impl<B: Backend> Llama<B> {
             ));
         }
         let fits = a.fit(model)?;
-        let adaptable: std::collections::HashSet<&str> =
-            self.linears().map(|l| l.name.as_str()).collect();
-        if let Some(f) = fits.iter().find(|f| !adaptable.contains(f.module.as_str())) {
+        let by_name: std::collections::HashMap<&str, &B::Mat> =
+            self.linears().map(|l| (l.name.as_str(), &l.base)).collect();
+        if let Some(f) = fits
+            .iter()
+            .find(|f| !by_name.contains_key(f.module.as_str()))
+        {
             return Err(Error::AdapterMismatch {
                 adapter: a.source.clone().into(),
                 model: model.dir.clone().into(),
@@ -327,12 +333,17 @@ impl<B: Backend> Llama<B> {
                 ),
             });
         }
-        let mats = self.backend.overlays(model, a, &fits, reuse)?;
-        let mut sizes = Vec::with_capacity(fits.len());
-        for f in &fits {
-            let (r, c) = model.linear_dims(&f.module)?;
-            sizes.push((r * c) as u64 * self.backend.overlay_elem_bytes(model, &f.module));
-        }
+        let bases = fits
+            .iter()
+            .map(|f| by_name.get(f.module.as_str()).copied())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::InvalidArgument("an adapted layer has no base".into()))?;
+        let mats = self.backend.overlays(model, a, &fits, &bases, reuse)?;
+        let sizes: Vec<u64> = fits
+            .iter()
+            .zip(&mats)
+            .map(|(_, m)| self.backend.overlay_bytes(m))
+            .collect();
         Ok(OverlaySet {
             source: a.source.clone(),
             names: fits.into_iter().map(|f| f.module).collect(),
@@ -371,8 +382,10 @@ impl<B: Backend> Llama<B> {
                 .into_iter()
                 .zip(set.mats.into_iter().zip(set.sizes))
                 .collect();
+            let backend = self.backend.clone();
             for lin in self.linears_mut() {
                 if let Some((o, size)) = by_name.remove(&lin.name) {
+                    lin.overlay_read = backend.overlay_read_bytes(&o);
                     lin.overlay = Some(o);
                     lin.overlay_bytes = size;
                 }

@@ -5,6 +5,7 @@
 //! transformers computes from the same GGUF/MLX data), never requantised.
 
 pub mod merge;
+pub mod spectral;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -13,6 +14,7 @@ use crate::fourier::{Adapter, LayerFit};
 use crate::weights::{DType, ModelFiles, QuantSpec};
 
 use super::Backend;
+use spectral::SpectralLayer;
 
 /// An f32 buffer.
 pub struct CpuBuf(RwLock<Vec<f32>>);
@@ -60,6 +62,11 @@ pub enum CpuMat {
         scales: Bytes,
         biases: Bytes,
     },
+    /// An adapted layer: the base (shared with the unadapted model) plus `ΔW` in spectral form.
+    Spectral {
+        base: Box<CpuMat>,
+        layer: Arc<SpectralLayer>,
+    },
 }
 
 #[inline]
@@ -80,6 +87,21 @@ impl CpuMat {
     pub fn shape(&self) -> (usize, usize) {
         match self {
             CpuMat::F32 { rows, cols, .. } | CpuMat::Affine { rows, cols, .. } => (*rows, *cols),
+            CpuMat::Spectral { base, .. } => base.shape(),
+        }
+    }
+
+    /// Host bytes this matrix reads per use (mapped or owned).
+    pub fn bytes(&self) -> u64 {
+        match self {
+            CpuMat::F32 { rows, cols, .. } => (rows * cols * 4) as u64,
+            CpuMat::Affine {
+                words,
+                scales,
+                biases,
+                ..
+            } => (words.get().len() + scales.get().len() + biases.get().len()) as u64,
+            CpuMat::Spectral { base, layer } => base.bytes() + layer.bytes(),
         }
     }
 
@@ -152,6 +174,8 @@ impl CpuMat {
                 }
                 acc
             }
+            // `matmul` adds ΔW x for a whole row; this is the base part only.
+            CpuMat::Spectral { base, .. } => base.dot_row(o, x),
         }
     }
 
@@ -179,6 +203,10 @@ impl CpuMat {
                     .map(|g| sb_value(biases.get(), o * gpr + g, *sb))
                     .collect();
                 crate::weights::quant::dequantize_row(&w, &s, &b, *spec, *cols, out);
+            }
+            CpuMat::Spectral { base, layer } => {
+                base.row_into(o, out);
+                layer.add_row(o, out);
             }
         }
     }
@@ -283,19 +311,63 @@ impl Backend for CpuBackend {
         model: &ModelFiles,
         adapter: &Adapter,
         fits: &[LayerFit],
+        bases: &[&CpuMat],
         _reuse: Vec<CpuMat>,
     ) -> Result<Vec<CpuMat>> {
-        fits.iter()
-            .map(|fit| {
+        if bases.len() != fits.len() {
+            return Err(Error::InvalidArgument(format!(
+                "overlays: {} layers but {} base matrices",
+                fits.len(),
+                bases.len()
+            )));
+        }
+        // Layers stored [out, in] keep their base as it is (mapped or shared) and ΔW in
+        // spectral form; Conv1D layers stored [in, out] get a merged f32 overlay.
+        let spectral = |fit: &LayerFit, base: &CpuMat| {
+            !fit.transposed && base.shape() == (fit.out_features, fit.in_features)
+        };
+        let chosen: Vec<&LayerFit> = fits
+            .iter()
+            .zip(bases)
+            .filter(|(f, b)| spectral(f, b))
+            .map(|(f, _)| f)
+            .collect();
+        let mut layers = SpectralLayer::build_all(adapter, &chosen)?.into_iter();
+        let mut out = Vec::with_capacity(fits.len());
+        for (fit, &base) in fits.iter().zip(bases) {
+            if spectral(fit, base) {
+                let base = match base {
+                    CpuMat::Spectral { base, .. } => base.as_ref().clone(),
+                    b => b.clone(),
+                };
+                let layer = layers.next().ok_or_else(|| {
+                    Error::InvalidArgument("overlays: a spectral layer is missing".into())
+                })?;
+                out.push(CpuMat::Spectral {
+                    base: Box::new(base),
+                    layer: Arc::new(layer),
+                });
+            } else {
                 let (rows, cols) = model.linear_dims(&fit.module)?;
-                let data = merge::overlay_f32(model, adapter, fit)?;
-                Ok(CpuMat::F32 {
+                out.push(CpuMat::F32 {
                     rows,
                     cols,
-                    data: Arc::new(data),
-                })
-            })
-            .collect()
+                    data: Arc::new(merge::overlay_f32(model, adapter, fit)?),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn overlay_bytes(&self, overlay: &CpuMat) -> u64 {
+        match overlay {
+            CpuMat::Spectral { layer, .. } => layer.bytes(),
+            m => m.bytes(),
+        }
+    }
+
+    fn overlay_read_bytes(&self, overlay: &CpuMat) -> u64 {
+        overlay.bytes()
     }
 
     fn read(&self, buf: &CpuBuf, offset: usize, len: usize) -> Result<Vec<f32>> {
@@ -324,6 +396,19 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, x: &CpuBuf, w: &CpuMat, out: &CpuBuf, rows: usize) -> Result<()> {
+        if let CpuMat::Spectral { base, layer } = w {
+            self.matmul(x, base, out, rows)?;
+            let (n_out, n_in) = w.shape();
+            let xg = x.r();
+            let mut og = out.w();
+            for r in 0..rows {
+                layer.add_to(
+                    &xg[r * n_in..(r + 1) * n_in],
+                    &mut og[r * n_out..(r + 1) * n_out],
+                );
+            }
+            return Ok(());
+        }
         let (n_out, n_in) = w.shape();
         let xg = x.r();
         let mut og = out.w();

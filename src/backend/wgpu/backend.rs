@@ -687,6 +687,7 @@ impl Backend for GpuBackend {
         model: &ModelFiles,
         adapter: &Adapter,
         fits: &[LayerFit],
+        _bases: &[&GpuMat],
         reuse: Vec<GpuMat>,
     ) -> Result<Vec<GpuMat>> {
         {
@@ -732,6 +733,14 @@ impl Backend for GpuBackend {
                 )?)))
             })
             .collect()
+    }
+
+    fn overlay_bytes(&self, overlay: &GpuMat) -> u64 {
+        overlay.bytes()
+    }
+
+    fn overlay_read_bytes(&self, overlay: &GpuMat) -> u64 {
+        overlay.bytes()
     }
 
     fn read(&self, buf: &GpuBuf, offset: usize, len: usize) -> Result<Vec<f32>> {
