@@ -24,7 +24,8 @@ fn on_path(name: &str) -> Option<PathBuf> {
 
 fn kotlinc(root: &Path) -> Option<PathBuf> {
     if let Some(k) = std::env::var_os("KOTLINC") {
-        return Some(PathBuf::from(k));
+        let k = PathBuf::from(k);
+        return k.is_file().then_some(k);
     }
     let npm = root.join("node_modules/kotlin-compiler/bin/kotlinc");
     if npm.is_file() {
@@ -99,7 +100,18 @@ fn run(mut cmd: Command, limit: Duration) -> (bool, String) {
 fn kotlin_engine_test_passes_on_the_jvm() {
     let root = common::root();
     let (Some(kotlinc), Some(java), Some(jna)) = (kotlinc(&root), java(), jna()) else {
-        missing("kotlinc, java or JNA (/usr/share/java/jna.jar) not found");
+        let absent: Vec<&str> = [
+            (
+                "kotlinc ($KOTLINC, node_modules/kotlin-compiler, PATH)",
+                kotlinc(&root).is_none(),
+            ),
+            ("java (JAVA_HOME, PATH)", java().is_none()),
+            ("JNA ($JNA_JAR, /usr/share/java/jna.jar)", jna().is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(what, gone)| gone.then_some(what))
+        .collect();
+        missing(&format!("not found: {}", absent.join(", ")));
         return;
     };
     let lib = common::build_ffi();
@@ -132,6 +144,8 @@ fn kotlin_engine_test_passes_on_the_jvm() {
     }
 
     let mut c = Command::new(&java);
+    // One check makes a listener throw: the resulting panic is expected, its backtrace noise.
+    c.env("RUST_BACKTRACE", "0");
     c.arg(format!(
         "-Duniffi.component.fourierft_ffi.libraryOverride={}",
         lib.display()

@@ -174,6 +174,16 @@ fun main(args: Array<String>) {
         expect(again.text == base && again.stats.stopReason != StopReason.CANCELLED) { "after cancel: '${again.text}'" }
     }
 
+    check("a listener that throws gives InternalException; the engine stays usable") {
+        val thrower = object : TokenListener {
+            override fun onToken(piece: String) = throw IllegalStateException("listener bug")
+            override fun onDone(stats: GenerationStats) {}
+        }
+        expectThrows<InternalException> { engine.generate(prompt, GenerateOptions(maxTokens = 8u, plainBase = true), thrower) }
+        val again = engine.generate(prompt, GenerateOptions(maxTokens = 24u, plainBase = true), null)
+        expect(again.text == base) { "after a throwing listener: '${again.text}'" }
+    }
+
     check("loadAdapterBytes equals loadAdapter of the same file; unloadAdapter forgets it") {
         val file = File(adapters, "animals.fft.safetensors")
         val fromPath = engine.loadAdapter(file.path)
