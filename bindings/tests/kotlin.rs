@@ -141,6 +141,12 @@ fn kotlin_engine_test_passes_on_the_jvm() {
         let (ok, out) = run(c, Duration::from_secs(600));
         assert!(ok, "kotlinc failed:\n{out}");
         std::fs::rename(&partial, &jar).expect("move the compiled jar into place");
+        // Older sources' jars are of no further use.
+        for e in std::fs::read_dir(&cache).into_iter().flatten().flatten() {
+            if e.path() != jar {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     let mut c = Command::new(&java);
