@@ -59,8 +59,8 @@ echo "==> rustup targets: ${targets[*]}"
 rustup target add "${targets[@]}"
 
 for t in "${targets[@]}"; do
-    echo "==> cargo build --release --lib -p $crate --target $t"
-    cargo build --release --lib -p "$crate" --target "$t"
+    echo "==> cargo rustc --release --lib -p $crate --target $t --crate-type staticlib"
+    cargo rustc --release --lib -p "$crate" --target "$t" --crate-type staticlib
 done
 
 rm -rf "${build:?}/lib" "${build:?}/headers" "${build:?}/bindgen" "$out"
