@@ -30,6 +30,14 @@
 //! `matrix` (found through a registry of weak references; re-uploaded from the mmap if the
 //! matrix is gone), rewriting `reuse`d overlays in place. Overlays are f16 for F16, BF16 and
 //! quantised bases and f32 for F32 bases (odd rows: f32); the matmul kernel reads both.
+//!
+//! Spectral layers. With [`GpuContext::set_spectral_layers`] (off by default) an adapted
+//! `[out, in]` layer is instead its base matrix (shared) plus O(n) tables
+//! ([`spectral::SpectralPlan`]): `matmul` records the base matmul, then three dispatches that
+//! add `ΔW x` (B = DFT of x at the distinct v's, Z = coefficients scattered by u, inverse DFT at
+//! every output). Building or swapping an adapter then uploads only the tables. The cos/sin
+//! tables (per shape) and the B/Z scratch buffer (shared, rows beyond it run in chunks) are
+//! created when the layers are built, never while decoding.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,6 +52,7 @@ use super::buffers::{pad4, GpuTensor};
 use super::context::{GpuContext, Kernel};
 use super::kernels::dequant::WeightFormat;
 use super::kernels::matmul::MatFormat;
+use super::kernels::spectral::{self, SpectralPlan};
 use super::kernels::{attention, chunk_rows, elementwise, matmul, norm, rope};
 use crate::backend::Backend;
 
@@ -64,6 +73,7 @@ pub struct GpuBuf {
 #[derive(Clone)]
 pub struct GpuMat(Arc<MatInner>);
 
+#[derive(Clone)]
 struct MatInner {
     module: String,
     rows: usize,
@@ -78,8 +88,22 @@ struct MatInner {
     chunk: usize,
     /// An adapter overlay (not a base weight).
     overlay: bool,
+    /// An adapted layer in spectral form: the fields above are its base, shared.
+    spectral: Option<SpectralMat>,
 }
 
+/// The GPU side of [`SpectralPlan`]: the layer's tables and its shape's cos/sin tables.
+#[derive(Clone)]
+struct SpectralMat {
+    table: wgpu::Buffer,
+    table_bytes: u64,
+    tw: wgpu::Buffer,
+    nv: usize,
+    nu: usize,
+    offsets: [u32; 4],
+}
+
+#[derive(Clone)]
 struct SbBuffer {
     buffer: wgpu::Buffer,
     dtype: DType,
@@ -102,9 +126,17 @@ impl GpuMat {
     pub fn is_overlay(&self) -> bool {
         self.0.overlay
     }
-    /// GPU bytes this matrix holds.
+    /// An adapted layer kept as base + spectral ΔW ([`GpuContext::set_spectral_layers`]).
+    pub fn is_spectral(&self) -> bool {
+        self.0.spectral.is_some()
+    }
+    /// GPU bytes this matrix holds (for a spectral layer: its base, shared with the model).
     pub fn bytes(&self) -> u64 {
         self.0.weight_bytes + self.0.sb.as_ref().map_or(0, |s| s.bias_offset + s.bytes)
+    }
+    /// Bytes of a spectral layer's own tables (0 otherwise).
+    pub fn spectral_bytes(&self) -> u64 {
+        self.0.spectral.as_ref().map_or(0, |s| s.table_bytes)
     }
 }
 
@@ -144,7 +176,19 @@ pub struct GpuBackend {
     state: Mutex<State>,
     /// Base matrices by (model dir, module), for overlays.
     registry: Mutex<HashMap<(PathBuf, String), Weak<MatInner>>>,
+    /// Spectral layers: cos/sin tables per (out, in), and the B/Z scratch buffer shared by all
+    /// layers (grown when overlays are built, never inside a decode loop).
+    spectral: Mutex<SpectralShared>,
 }
+
+#[derive(Default)]
+struct SpectralShared {
+    tw: HashMap<(usize, usize), wgpu::Buffer>,
+    scratch: Option<wgpu::Buffer>,
+}
+
+/// Seeded spectral positions `(rows, cols)` shared by layers of one shape and n.
+type Positions = Arc<(Vec<u32>, Vec<u32>)>;
 
 /// A bound resource: buffer, byte offset, byte size.
 type Res<'a> = (&'a wgpu::Buffer, u64, u64);
@@ -191,6 +235,7 @@ impl GpuBackend {
                 staging: None,
             }),
             registry: Mutex::new(HashMap::new()),
+            spectral: Mutex::new(SpectralShared::default()),
             ctx,
         })
     }
@@ -553,6 +598,7 @@ impl GpuBackend {
             sb,
             chunk: chunk.max(1),
             overlay,
+            spectral: None,
         })
     }
 
@@ -612,6 +658,208 @@ impl GpuBackend {
             scales,
             biases,
         })
+    }
+
+    /// Merged overlays `deq(W) + ΔW` built by [`apply::apply`] (the default), rewriting
+    /// `reuse`d overlays in place.
+    fn merged_overlays(
+        &self,
+        model: &ModelFiles,
+        adapter: &Adapter,
+        fits: &[LayerFit],
+        reuse: Vec<GpuMat>,
+    ) -> Result<Vec<GpuMat>> {
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("overlay bases"),
+            });
+        let layers = fits
+            .iter()
+            .map(|f| self.layer_for_apply(model, &f.module, &mut enc))
+            .collect::<Result<Vec<_>>>()?;
+        self.ctx.queue.submit([enc.finish()]);
+        let reuse: Vec<Overlay> = reuse
+            .into_iter()
+            .filter(|m| m.0.overlay && m.0.spectral.is_none())
+            .map(|m| Overlay {
+                module: m.0.module.clone(),
+                buffer: m.0.weight.clone(),
+                f16: m.0.format == MatFormat::F16,
+                rows: m.0.rows,
+                cols: m.0.cols,
+            })
+            .collect();
+        let overlays = apply::apply(&self.ctx, &layers, adapter, fits, reuse)?;
+        overlays
+            .into_iter()
+            .map(|o| {
+                let format = if o.f16 {
+                    MatFormat::F16
+                } else {
+                    MatFormat::F32
+                };
+                let bytes = o.bytes();
+                Ok(GpuMat(Arc::new(self.finish(
+                    &o.module, o.rows, o.cols, format, o.buffer, bytes, None, true,
+                )?)))
+            })
+            .collect()
+    }
+
+    /// One adapted layer in spectral form: `base` (shared) plus the layer's tables; creates the
+    /// shape's cos/sin tables and grows the shared scratch buffer when needed.
+    fn spectral_layer(
+        &self,
+        adapter: &Adapter,
+        fit: &LayerFit,
+        base: &GpuMat,
+        seeded: &mut HashMap<(usize, usize, usize), Positions>,
+    ) -> Result<GpuMat> {
+        let m = adapter.require_module(&fit.module)?;
+        let (d1, d2) = (fit.out_features, fit.in_features);
+        let pos = match (&m.positions, seeded.get(&(d1, d2, m.n()))) {
+            (None, Some(p)) => p.clone(),
+            _ => {
+                let p = Arc::new(adapter.positions(m, d1, d2)?);
+                if m.positions.is_none() {
+                    seeded.insert((d1, d2, m.n()), p.clone());
+                }
+                p
+            }
+        };
+        let plan = SpectralPlan::new(d1, d2, &pos.0, &pos.1, &m.coeffs, adapter.config.scaling)?;
+        let table_bytes = plan.table.len() as u64 * 4;
+        let max = self.ctx.max_binding();
+        let tw_bytes = 8 * (d1 + d2) as u64;
+        if table_bytes > max || tw_bytes > max {
+            return Err(Error::Gpu(format!(
+                "{}: spectral tables of {table_bytes} and {tw_bytes} bytes exceed one storage \
+                 binding ({max} bytes)",
+                fit.module
+            )));
+        }
+        let table = self.ctx.upload_bytes(
+            "spectral layer tables",
+            bytemuck::cast_slice(&plan.table),
+            wgpu::BufferUsages::STORAGE,
+        )?;
+        let mut sh = self.spectral.lock().unwrap_or_else(|p| p.into_inner());
+        let tw = match sh.tw.get(&(d1, d2)) {
+            Some(t) => t.clone(),
+            None => {
+                let t = self.ctx.upload_bytes(
+                    "spectral cos/sin tables",
+                    bytemuck::cast_slice(&spectral::shape_tables(d1, d2)),
+                    wgpu::BufferUsages::STORAGE,
+                )?;
+                sh.tw.insert((d1, d2), t.clone());
+                t
+            }
+        };
+        let need = (spectral::SCRATCH_ROWS * plan.scratch_per_row()) as u64 * 4;
+        let need = need
+            .min(max / 16 * 16)
+            .max(plan.scratch_per_row() as u64 * 4);
+        if need > max {
+            return Err(Error::Gpu(format!(
+                "{}: one row of spectral scratch ({need} bytes) exceeds one storage binding",
+                fit.module
+            )));
+        }
+        if sh.scratch.as_ref().is_none_or(|b| b.size() < need) {
+            sh.scratch = Some(self.ctx.storage("spectral scratch", need)?);
+        }
+        let mut inner = base.0.as_ref().clone();
+        inner.module = fit.module.clone();
+        inner.overlay = false;
+        inner.spectral = Some(SpectralMat {
+            table,
+            table_bytes,
+            tw,
+            nv: plan.nv,
+            nu: plan.nu,
+            offsets: plan.offsets,
+        });
+        Ok(GpuMat(Arc::new(inner)))
+    }
+
+    /// `out += ΔW x` for a spectral layer, after its base matmul was recorded.
+    fn record_spectral(
+        &self,
+        st: &mut State,
+        m: &MatInner,
+        sp: &SpectralMat,
+        x: &GpuBuf,
+        out: &GpuBuf,
+        rows: usize,
+    ) -> Result<()> {
+        let scratch = self
+            .spectral
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .scratch
+            .clone()
+            .ok_or_else(|| Error::Gpu("spectral layer without a scratch buffer".into()))?;
+        let per_row = 2 * (sp.nv + sp.nu);
+        let chunk = ((scratch.size() / 4) as usize / per_row)
+            .min(self.ctx.limits.max_compute_workgroups_per_dimension as usize);
+        if chunk == 0 {
+            return Err(Error::Gpu(format!(
+                "{}: the spectral scratch buffer holds no row",
+                m.module
+            )));
+        }
+        let (d1, d2) = (m.rows, m.cols);
+        let kb = spectral::kernel(&self.ctx, spectral::Stage::B)?;
+        let kz = spectral::kernel(&self.ctx, spectral::Stage::Z)?;
+        let ko = spectral::kernel(&self.ctx, spectral::Stage::Out)?;
+        let groups = |n: usize, r: usize| (n.div_ceil(spectral::WG) as u32, r as u32, 1);
+        let mut r0 = 0;
+        while r0 < rows {
+            let n = chunk.min(rows - r0);
+            let zbase = 2 * sp.nv * n;
+            let p = spectral::params(d1, d2, sp.nv, sp.nu, sp.offsets, r0, n, zbase);
+            self.record(
+                st,
+                &kb,
+                &p,
+                &[
+                    whole(&sp.table),
+                    whole(&sp.tw),
+                    whole(&x.buffer),
+                    whole(&scratch),
+                ],
+                groups(sp.nv.div_ceil(spectral::VB), n),
+            )?;
+            self.record(
+                st,
+                &kz,
+                &p,
+                &[
+                    whole(&sp.table),
+                    whole(&sp.tw),
+                    whole(&self.dummy_ro),
+                    whole(&scratch),
+                ],
+                groups(sp.nu, n),
+            )?;
+            self.record(
+                st,
+                &ko,
+                &p,
+                &[
+                    whole(&sp.table),
+                    whole(&sp.tw),
+                    whole(&scratch),
+                    whole(&out.buffer),
+                ],
+                groups(d1.div_ceil(spectral::PO), n),
+            )?;
+            r0 += n;
+        }
+        Ok(())
     }
 
     /// Bindings and params of W rows `[r0, r0 + n)`.
@@ -687,7 +935,7 @@ impl Backend for GpuBackend {
         model: &ModelFiles,
         adapter: &Adapter,
         fits: &[LayerFit],
-        _bases: &[&GpuMat],
+        bases: &[&GpuMat],
         reuse: Vec<GpuMat>,
     ) -> Result<Vec<GpuMat>> {
         {
@@ -696,51 +944,57 @@ impl Backend for GpuBackend {
             self.flush(&mut st, None);
             st.bind_groups.clear();
         }
-        let mut enc = self
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("overlay bases"),
-            });
-        let layers = fits
+        if !self.ctx.spectral_layers() {
+            return self.merged_overlays(model, adapter, fits, reuse);
+        }
+        if bases.len() != fits.len() {
+            return Err(Error::InvalidArgument(format!(
+                "overlays: {} layers but {} base matrices",
+                fits.len(),
+                bases.len()
+            )));
+        }
+        // Layers stored [out, in] keep their base and ΔW in spectral form; Conv1D layers
+        // stored [in, out] get a merged overlay.
+        let is_spectral = |fit: &LayerFit, base: &GpuMat| {
+            !fit.transposed && base.shape() == (fit.out_features, fit.in_features)
+        };
+        let merged_fits: Vec<LayerFit> = fits
             .iter()
-            .map(|f| self.layer_for_apply(model, &f.module, &mut enc))
-            .collect::<Result<Vec<_>>>()?;
-        self.ctx.queue.submit([enc.finish()]);
-        let reuse: Vec<Overlay> = reuse
-            .into_iter()
-            .filter(|m| m.0.overlay)
-            .map(|m| Overlay {
-                module: m.0.module.clone(),
-                buffer: m.0.weight.clone(),
-                f16: m.0.format == MatFormat::F16,
-                rows: m.0.rows,
-                cols: m.0.cols,
-            })
+            .zip(bases)
+            .filter(|(f, b)| !is_spectral(f, b))
+            .map(|(f, _)| f.clone())
             .collect();
-        let overlays = apply::apply(&self.ctx, &layers, adapter, fits, reuse)?;
-        overlays
-            .into_iter()
-            .map(|o| {
-                let format = if o.f16 {
-                    MatFormat::F16
-                } else {
-                    MatFormat::F32
-                };
-                let bytes = o.bytes();
-                Ok(GpuMat(Arc::new(self.finish(
-                    &o.module, o.rows, o.cols, format, o.buffer, bytes, None, true,
-                )?)))
-            })
-            .collect()
+        let mut merged = if merged_fits.is_empty() {
+            Vec::new()
+        } else {
+            self.merged_overlays(model, adapter, &merged_fits, reuse)?
+        }
+        .into_iter();
+        let mut seeded = HashMap::new();
+        let mut out = Vec::with_capacity(fits.len());
+        for (fit, &base) in fits.iter().zip(bases) {
+            if is_spectral(fit, base) {
+                out.push(self.spectral_layer(adapter, fit, base, &mut seeded)?);
+            } else {
+                out.push(merged.next().ok_or_else(|| {
+                    Error::InvalidArgument("overlays: a merged overlay is missing".into())
+                })?);
+            }
+        }
+        Ok(out)
     }
 
     fn overlay_bytes(&self, overlay: &GpuMat) -> u64 {
-        overlay.bytes()
+        if overlay.is_spectral() {
+            overlay.spectral_bytes()
+        } else {
+            overlay.bytes()
+        }
     }
 
     fn overlay_read_bytes(&self, overlay: &GpuMat) -> u64 {
-        overlay.bytes()
+        overlay.bytes() + overlay.spectral_bytes()
     }
 
     fn read(&self, buf: &GpuBuf, offset: usize, len: usize) -> Result<Vec<f32>> {
@@ -887,6 +1141,9 @@ impl Backend for GpuBackend {
                 matmul::groups(n, rows, self.lanes),
             )?;
             r0 += n;
+        }
+        if let Some(sp) = &m.spectral {
+            self.record_spectral(&mut st, m, sp, x, out, rows)?;
         }
         Ok(())
     }

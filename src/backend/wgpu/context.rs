@@ -57,6 +57,9 @@ pub struct GpuContext {
     /// Build f16 overlays for F16/BF16/quantised bases (half the memory) instead of f32 (what
     /// PEFT computes: greedy outputs equal transformers'). Off by default.
     f16_overlays: std::sync::atomic::AtomicBool,
+    /// Keep adapted layers as base + spectral ΔW (O(n) swaps) instead of merged overlays.
+    /// Off by default; `FOURIERFT_GPU_SPECTRAL=1` turns it on for contexts created afterwards.
+    spectral_layers: std::sync::atomic::AtomicBool,
 }
 
 /// What `fourierft inspect --gpu` prints.
@@ -180,6 +183,9 @@ impl GpuContext {
             pipelines: Mutex::new(HashMap::new()),
             uncaptured,
             f16_overlays: std::sync::atomic::AtomicBool::new(false),
+            spectral_layers: std::sync::atomic::AtomicBool::new(
+                std::env::var("FOURIERFT_GPU_SPECTRAL").is_ok_and(|v| v == "1"),
+            ),
         }
     }
 
@@ -191,6 +197,20 @@ impl GpuContext {
 
     pub fn f16_overlays(&self) -> bool {
         self.f16_overlays.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Keep adapted `[out, in]` layers in spectral form: the base matrix plus O(n) tables, with
+    /// `ΔW x` computed by inverse DFTs after the base matmul, so building (swapping) an
+    /// adapter uploads O(n) bytes per layer instead of writing an out×in overlay. Off by
+    /// default (merged overlays); read when overlays are built.
+    pub fn set_spectral_layers(&self, on: bool) {
+        self.spectral_layers
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn spectral_layers(&self) -> bool {
+        self.spectral_layers
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Live GPU buffers on this device and their bytes (wgpu's internal counters), to check

@@ -453,20 +453,29 @@ pub fn decode(
     model: &std::path::Path,
     adapter: Option<&std::path::Path>,
     gpu: Option<GpuContext>,
+    spectral: bool,
     prompt_tokens: usize,
     decode_tokens: usize,
     as_json: bool,
 ) -> Result<()> {
     let files = fourierft::weights::ModelFiles::open(model)?;
     let adapter = adapter.map(Adapter::load).transpose()?;
+    if spectral && gpu.is_none() {
+        return Err(Error::InvalidArgument(
+            "--spectral is for the GPU backend (the CPU always keeps ΔW in spectral form)".into(),
+        ));
+    }
     let mut v = match gpu {
-        Some(ctx) => crate::gpu_backend::bench_decode(
-            ctx,
-            &files,
-            adapter.as_ref(),
-            prompt_tokens,
-            decode_tokens,
-        )?,
+        Some(ctx) => {
+            ctx.set_spectral_layers(spectral);
+            crate::gpu_backend::bench_decode(
+                ctx,
+                &files,
+                adapter.as_ref(),
+                prompt_tokens,
+                decode_tokens,
+            )?
+        }
         None => decode_on(
             std::sync::Arc::new(fourierft::backend::cpu::CpuBackend::new()),
             &files,
@@ -476,6 +485,7 @@ pub fn decode(
         )?,
     };
     v["bench"] = json!("decode");
+    v["spectral_layers"] = json!(spectral);
     v["model"] = json!(model);
     v["model_file_bytes"] = json!(files.weights.total_bytes());
     if as_json {
@@ -521,14 +531,31 @@ pub fn swap(
     model: &std::path::Path,
     adapters: &[std::path::PathBuf],
     backend: fourierft::backend::BackendChoice,
+    spectral: bool,
     as_json: bool,
 ) -> Result<()> {
+    use fourierft::backend::BackendChoice;
     use fourierft::{Engine, EngineConfig};
     if adapters.len() < 2 {
         return Err(Error::InvalidArgument(
             "bench swap needs at least two --adapter".into(),
         ));
     }
+    let backend = match (spectral, backend) {
+        (false, b) => b,
+        (true, BackendChoice::Cpu) => {
+            return Err(Error::InvalidArgument(
+                "--spectral is for the GPU backend (the CPU always keeps ΔW in spectral form)"
+                    .into(),
+            ))
+        }
+        (true, _) => {
+            // The engine creates its own GPU context, which reads this variable. Nothing else
+            // runs yet (single-threaded here).
+            std::env::set_var("FOURIERFT_GPU_SPECTRAL", "1");
+            BackendChoice::Gpu
+        }
+    };
     let t = Instant::now();
     // The budget holds every adapter, so the second round of swaps is warm.
     let e = Engine::open(
@@ -571,6 +598,7 @@ pub fn swap(
         "cold_vs_open": c / open_ms,
         "warm_vs_cold": w / c,
         "overlay_bytes": s.overlay_bytes,
+        "spectral_layers": spectral,
     });
     if as_json {
         crate::print_json(&v);
@@ -580,6 +608,9 @@ pub fn swap(
             model.display(),
             s.backend
         );
+        if spectral {
+            outln!("  adapted layers: base + spectral ΔW (--spectral)");
+        }
         outln!(
             "  cold swap (rebuild overlays) {c:.2} ms ({:.1}% of open)",
             100.0 * c / open_ms

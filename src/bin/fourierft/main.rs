@@ -306,6 +306,9 @@ enum BenchWhat {
         /// Default: $FOURIERFT_BACKEND, else cpu.
         #[arg(long, value_enum)]
         backend: Option<Backend>,
+        /// GPU only: run adapted layers as base + spectral ΔW instead of merged overlays.
+        #[arg(long)]
+        spectral: bool,
     },
     /// Cold swap (overlays rebuilt), warm swap (cached) and open + upload of the base.
     Swap {
@@ -319,6 +322,10 @@ enum BenchWhat {
         /// Default: $FOURIERFT_BACKEND, else auto.
         #[arg(long, value_enum)]
         backend: Option<Backend>,
+        /// GPU only: adapted layers as base + spectral ΔW (O(n) cold swaps) instead of merged
+        /// overlays.
+        #[arg(long)]
+        spectral: bool,
     },
     /// Apply one adapter to all q,v layers of a synthetic quantised base, GPU vs fast CPU path,
     /// and the time to upload those layers.
@@ -415,8 +422,9 @@ fn main() -> ExitCode {
                 adapters,
                 json,
                 backend,
+                spectral,
             } => choice(backend, BackendChoice::Auto)
-                .and_then(|b| bench::swap(&model, &adapters, b, json)),
+                .and_then(|b| bench::swap(&model, &adapters, b, spectral, json)),
             BenchWhat::Decode {
                 model,
                 adapter,
@@ -424,11 +432,13 @@ fn main() -> ExitCode {
                 prompt_tokens,
                 decode_tokens,
                 backend,
+                spectral,
             } => resolve_backend(backend).and_then(|gpu| {
                 bench::decode(
                     &model,
                     adapter.as_deref(),
                     gpu,
+                    spectral,
                     prompt_tokens,
                     decode_tokens,
                     json,

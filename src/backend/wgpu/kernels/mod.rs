@@ -7,6 +7,7 @@ pub mod elementwise;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
+pub mod spectral;
 
 use super::context::ShaderSource;
 
@@ -19,6 +20,7 @@ pub const ALL_SHADERS: &[ShaderSource] = &[
     matmul::SHADER,
     norm::SHADER,
     rope::SHADER,
+    spectral::SHADER,
 ];
 
 /// Rows per chunk so that `rows * row_bytes` fits `max_binding` and every chunk starts at a

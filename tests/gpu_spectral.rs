@@ -1,0 +1,211 @@
+//! Adapted layers kept in spectral form on the GPU (`GpuContext::set_spectral_layers`): the
+//! matmul `W x + ΔW x` against the CPU backend's spectral matmul on small odd/prime shapes
+//! (positions that repeat rows and columns; 1, 5 and 70 input rows, the last in two scratch
+//! chunks), the tiny llama against the transformers + PEFT goldens, and a decode loop that
+//! creates no GPU objects. Without an adapter these tests skip with a note, except under
+//! FOURIERFT_REQUIRE_GPU=1.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::llama_check::check_tiny_llama;
+use common::{fixtures, gpu, rel_err, scratch};
+use fourierft::backend::cpu::{CpuBackend, CpuMat};
+use fourierft::backend::wgpu::kernels::matmul::MatFormat;
+use fourierft::backend::wgpu::GpuBackend;
+use fourierft::backend::Backend;
+use fourierft::fourier::mt19937::Mt19937;
+use fourierft::fourier::{Adapter, LayerFit};
+use fourierft::model::{Llama, LlamaOptions};
+use fourierft::weights::writer::{write_safetensors, OutTensor};
+use fourierft::weights::ModelFiles;
+
+fn adapter_file(dir: &std::path::Path, d1: usize, d2: usize, n: usize, seed: u64) -> Adapter {
+    let mut g = Mt19937::new(seed ^ 0x5eed);
+    let c: Vec<f32> = (0..n)
+        .map(|_| g.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0)
+        .collect();
+    let path = dir.join(format!("{d1}x{d2}n{n}.safetensors"));
+    let cfg = format!(
+        r#"{{"peft_type":"FOURIERFT","n_frequency":{n},"scaling":150.0,"random_loc_seed":{seed}}}"#
+    );
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), "fourierft.adapter".to_string());
+    meta.insert("format_version".to_string(), "1".to_string());
+    meta.insert("peft_config".to_string(), cfg);
+    write_safetensors(
+        &path,
+        &[OutTensor::f32("layer.fourierft_spectrum", vec![n], &c)],
+        Some(meta),
+    )
+    .unwrap();
+    Adapter::load(&path).unwrap()
+}
+
+#[test]
+fn gpu_spectral_matmul_matches_the_cpu_spectral_matmul() {
+    let Some(ctx) = gpu() else { return };
+    ctx.set_spectral_layers(true);
+    let gpu = GpuBackend::new(ctx).unwrap();
+    let cpu = CpuBackend::new();
+    // The model is only consulted for merged (Conv1D) layers; none here.
+    let model = ModelFiles::open(&fixtures().join("tiny_llama")).unwrap();
+    let dir = scratch("gpu-spectral");
+    // (out, in, n, seed): prime and odd sides, n large enough that rows and columns repeat,
+    // a single output row, and a wide n against a small shape.
+    let cases: &[(usize, usize, usize, u64)] = &[
+        (7, 5, 20, 1),
+        (13, 31, 200, 777),
+        (1, 9, 5, 3),
+        (37, 1, 30, 4),
+        (64, 24, 1000, 5),
+        (33, 129, 300, 6),
+        (97, 61, 2000, 7),
+    ];
+    let mut g = Mt19937::new(99);
+    let mut rnd = |n: usize, s: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| (g.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0) * s)
+            .collect()
+    };
+    for &(d1, d2, n, seed) in cases {
+        let a = adapter_file(&dir, d1, d2, n, seed);
+        let w = rnd(d1 * d2, 0.1);
+        let cbase = CpuMat::F32 {
+            rows: d1,
+            cols: d2,
+            data: Arc::new(w.clone()),
+        };
+        let gbase = gpu
+            .matrix_from_bytes(
+                "layer",
+                d1,
+                d2,
+                MatFormat::F32,
+                bytemuck::cast_slice(&w),
+                None,
+                None,
+            )
+            .unwrap();
+        let fit = LayerFit {
+            module: "layer".into(),
+            out_features: d1,
+            in_features: d2,
+            transposed: false,
+            n,
+        };
+        let fits = [fit];
+        let cm = cpu
+            .overlays(&model, &a, &fits, &[&cbase], Vec::new())
+            .unwrap();
+        let gm = gpu
+            .overlays(&model, &a, &fits, &[&gbase], Vec::new())
+            .unwrap();
+        assert!(gm[0].is_spectral(), "{d1}x{d2}: not a spectral layer");
+        assert_eq!(
+            gpu.overlay_bytes(&gm[0]),
+            gm[0].spectral_bytes(),
+            "{d1}x{d2}: overlay bytes"
+        );
+        assert!(gm[0].spectral_bytes() > 0 && gm[0].spectral_bytes() < 64 * n as u64);
+        assert_eq!(
+            gpu.overlay_read_bytes(&gm[0]),
+            (d1 * d2 * 4) as u64 + gm[0].spectral_bytes()
+        );
+        for rows in [1usize, 5, 70] {
+            let x = rnd(rows * d2, 1.0);
+            let (cx, cy) = (cpu.vector(&x).unwrap(), cpu.buffer(rows * d1).unwrap());
+            let (gx, gy) = (gpu.vector(&x).unwrap(), gpu.buffer(rows * d1).unwrap());
+            cpu.matmul(&cx, &cm[0], &cy, rows).unwrap();
+            gpu.matmul(&gx, &gm[0], &gy, rows).unwrap();
+            let want = cpu.read(&cy, 0, rows * d1).unwrap();
+            let got = gpu.read(&gy, 0, rows * d1).unwrap();
+            let e = rel_err(&got, &want);
+            assert!(e <= 1e-5, "{d1}x{d2} n={n} rows={rows}: rel err {e:.2e}");
+            // ΔW x is really there: the base alone differs.
+            cpu.matmul(&cx, &cbase, &cy, rows).unwrap();
+            let base = cpu.read(&cy, 0, rows * d1).unwrap();
+            assert!(
+                rel_err(&base, &want) > 1e-4,
+                "{d1}x{d2} n={n}: the adapter changes nothing"
+            );
+        }
+    }
+}
+
+#[test]
+fn tiny_llama_with_spectral_layers_matches_transformers_and_peft() {
+    let Some(ctx) = gpu() else { return };
+    ctx.set_spectral_layers(true);
+    let be = Arc::new(GpuBackend::new(ctx).unwrap());
+    check_tiny_llama(
+        be.clone(),
+        LlamaOptions {
+            max_ctx: 64,
+            max_batch: 64,
+        },
+    );
+    check_tiny_llama(
+        be,
+        LlamaOptions {
+            max_ctx: 64,
+            max_batch: 5,
+        },
+    );
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| {
+            if x > b.1 {
+                (i, x)
+            } else {
+                b
+            }
+        })
+        .0 as u32
+}
+
+/// With spectral layers installed, decoding creates no buffers, bind groups or pipelines
+/// after the first token, and swapping adapters uploads only the layers' tables.
+#[test]
+fn spectral_decode_loop_creates_no_gpu_objects() {
+    let Some(ctx) = gpu() else { return };
+    ctx.set_spectral_layers(true);
+    let be = Arc::new(GpuBackend::new(ctx).unwrap());
+    let files = ModelFiles::open(&fixtures().join("tiny_llama")).unwrap();
+    let a = Adapter::load(&fixtures().join("adapters/llama_a")).unwrap();
+    let mut m = Llama::new(
+        be.clone(),
+        &files,
+        LlamaOptions {
+            max_ctx: 64,
+            max_batch: 8,
+        },
+    )
+    .unwrap();
+    m.set_adapter(&files, Some(&a)).unwrap();
+    assert!(m.active_overlay_bytes() > 0);
+    let mut logits = m.forward(&[1, 5, 9, 13], false).unwrap();
+    logits = m.forward(&[argmax(&logits)], false).unwrap();
+    let ctx = be.context();
+    let before = (
+        be.cached_bind_groups(),
+        ctx.pipeline_count(),
+        ctx.live_buffers(),
+    );
+    for _ in 0..10 {
+        logits = m.forward(&[argmax(&logits)], false).unwrap();
+    }
+    assert_eq!(
+        (
+            be.cached_bind_groups(),
+            ctx.pipeline_count(),
+            ctx.live_buffers()
+        ),
+        before,
+        "GPU objects created while decoding with spectral layers"
+    );
+}
