@@ -36,6 +36,11 @@ pub struct EngineConfig {
     pub max_ctx: usize,
     /// Device bytes of cached (not active) overlays to keep for quick swaps.
     pub overlay_budget_bytes: u64,
+    /// GPU only: keep adapted layers as the base plus the adapter's spectrum (`ΔW x` computed
+    /// by inverse DFTs after the base product) instead of merged `deq(W) + ΔW` overlays. Swaps
+    /// then upload O(n) bytes per layer and adapters hold kilobytes of device memory, at some
+    /// compute per token. The CPU backend always works this way.
+    pub spectral_gpu_layers: bool,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +49,7 @@ impl Default for EngineConfig {
             backend: BackendChoice::Auto,
             max_ctx: 2048,
             overlay_budget_bytes: 256 << 20,
+            spectral_gpu_layers: false,
         }
     }
 }
@@ -166,6 +172,9 @@ impl Engine {
             BackendChoice::Gpu => Some(GpuContext::new()?),
             BackendChoice::Auto => GpuContext::new().ok(),
         };
+        if let (Some(ctx), true) = (&gpu, config.spectral_gpu_layers) {
+            ctx.set_spectral_layers(true);
+        }
         let model = match gpu {
             Some(ctx) => AnyModel::Gpu(
                 Llama::new(Arc::new(GpuBackend::new(ctx)?), &files, opts)?,

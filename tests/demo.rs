@@ -41,6 +41,7 @@ fn check(backend: BackendChoice) {
             backend,
             max_ctx: 128,
             overlay_budget_bytes: 64 << 20,
+            ..Default::default()
         },
     )
     .unwrap();

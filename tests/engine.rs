@@ -72,6 +72,7 @@ fn open(dir: &Path, budget: u64) -> Engine {
             backend: BackendChoice::Cpu,
             max_ctx: 64,
             overlay_budget_bytes: budget,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -398,6 +399,7 @@ fn gpu_soak_300_swaps_keeps_buffers_constant() {
             backend: BackendChoice::Gpu,
             max_ctx: 64,
             overlay_budget_bytes: 12_000,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -492,4 +494,66 @@ fn gpu_soak_300_swaps_keeps_buffers_constant() {
             );
         }
     }
+}
+
+/// `spectral_gpu_layers`: the GPU engine keeps adapted layers as base + spectral ΔW. Outputs
+/// equal transformers + PEFT, adapters hold far fewer bytes than merged overlays, and a swap
+/// back to a cached adapter is warm.
+#[test]
+fn gpu_engine_with_spectral_layers_matches_transformers() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = model_dir("engine-gpu-spectral");
+    let (prompt, want_base, want_a) = golden();
+    let open = |spectral: bool| {
+        Engine::open(
+            &dir,
+            EngineConfig {
+                backend: BackendChoice::Gpu,
+                max_ctx: 64,
+                spectral_gpu_layers: spectral,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let run = |e: &Engine, adapter: AdapterChoice| {
+        e.generate(
+            &prompt,
+            &Request {
+                adapter,
+                options: greedy(8),
+                ..Default::default()
+            },
+            &mut |_| true,
+        )
+        .unwrap()
+        .tokens
+    };
+    let e = open(true);
+    let a = e
+        .load_adapter(&fixtures().join("adapters/llama_a"))
+        .unwrap();
+    let b = e
+        .load_adapter(&fixtures().join("adapters/llama_b"))
+        .unwrap();
+    assert_eq!(run(&e, AdapterChoice::Id(a)), want_a, "adapter A");
+    let spectral_bytes = e.stats().overlay_bytes;
+    let from_b = run(&e, AdapterChoice::Id(b));
+    assert_ne!(from_b, want_a, "adapter B differs from A");
+    assert_eq!(run(&e, AdapterChoice::Id(a)), want_a, "A again");
+    assert!(e.stats().last_swap_warm, "switching back to A is warm");
+    assert_eq!(run(&e, AdapterChoice::Base), want_base, "the plain base");
+
+    let merged = open(false);
+    let am = merged
+        .load_adapter(&fixtures().join("adapters/llama_a"))
+        .unwrap();
+    assert_eq!(run(&merged, AdapterChoice::Id(am)), want_a);
+    let merged_bytes = merged.stats().overlay_bytes;
+    assert!(
+        spectral_bytes * 2 < merged_bytes,
+        "spectral layers hold {spectral_bytes} bytes, merged overlays {merged_bytes}"
+    );
 }

@@ -62,6 +62,7 @@ fn rss_after_open_and_generate_stays_below_file_size_plus_64_mib() {
             backend: BackendChoice::Cpu,
             max_ctx: 256,
             overlay_budget_bytes: 0,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -37,6 +37,10 @@ pub struct EngineConfig {
     /// MiB of cached (inactive) adapter overlays kept for quick swaps.
     #[uniffi(default = 256)]
     pub overlay_budget_mb: u32,
+    /// GPU only: adapted layers as base + spectral ΔW (O(n) swaps, kilobytes per adapter,
+    /// some compute per token) instead of merged overlays. The CPU always works this way.
+    #[uniffi(default = false)]
+    pub spectral_gpu_layers: bool,
 }
 
 /// One generation request.
@@ -217,6 +221,7 @@ impl Engine {
             backend,
             max_ctx: config.max_context as usize,
             overlay_budget_bytes: u64::from(config.overlay_budget_mb) << 20,
+            spectral_gpu_layers: config.spectral_gpu_layers,
         };
         let inner = fourierft::Engine::open(Path::new(&config.model_dir), core)
             .map_err(map_err(Subject::Model))?;

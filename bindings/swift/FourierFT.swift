@@ -1141,6 +1141,11 @@ public struct EngineConfig: Equatable, Hashable {
      * MiB of cached (inactive) adapter overlays kept for quick swaps.
      */
     public var overlayBudgetMb: UInt32
+    /**
+     * GPU only: adapted layers as base + spectral ΔW (O(n) swaps, kilobytes per adapter,
+     * some compute per token) instead of merged overlays. The CPU always works this way.
+     */
+    public var spectralGpuLayers: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1156,11 +1161,16 @@ public struct EngineConfig: Equatable, Hashable {
          */maxContext: UInt32 = UInt32(2048), 
         /**
          * MiB of cached (inactive) adapter overlays kept for quick swaps.
-         */overlayBudgetMb: UInt32 = UInt32(256)) {
+         */overlayBudgetMb: UInt32 = UInt32(256), 
+        /**
+         * GPU only: adapted layers as base + spectral ΔW (O(n) swaps, kilobytes per adapter,
+         * some compute per token) instead of merged overlays. The CPU always works this way.
+         */spectralGpuLayers: Bool = false) {
         self.modelDir = modelDir
         self.backend = backend
         self.maxContext = maxContext
         self.overlayBudgetMb = overlayBudgetMb
+        self.spectralGpuLayers = spectralGpuLayers
     }
 
     
@@ -1182,7 +1192,8 @@ public struct FfiConverterTypeEngineConfig: FfiConverterRustBuffer {
                 modelDir: FfiConverterString.read(from: &buf), 
                 backend: FfiConverterOptionTypeBackendKind.read(from: &buf), 
                 maxContext: FfiConverterUInt32.read(from: &buf), 
-                overlayBudgetMb: FfiConverterUInt32.read(from: &buf)
+                overlayBudgetMb: FfiConverterUInt32.read(from: &buf), 
+                spectralGpuLayers: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -1191,6 +1202,7 @@ public struct FfiConverterTypeEngineConfig: FfiConverterRustBuffer {
         FfiConverterOptionTypeBackendKind.write(value.backend, into: &buf)
         FfiConverterUInt32.write(value.maxContext, into: &buf)
         FfiConverterUInt32.write(value.overlayBudgetMb, into: &buf)
+        FfiConverterBool.write(value.spectralGpuLayers, into: &buf)
     }
 }
 

@@ -549,12 +549,7 @@ pub fn swap(
                     .into(),
             ))
         }
-        (true, _) => {
-            // The engine creates its own GPU context, which reads this variable. Nothing else
-            // runs yet (single-threaded here).
-            std::env::set_var("FOURIERFT_GPU_SPECTRAL", "1");
-            BackendChoice::Gpu
-        }
+        (true, _) => BackendChoice::Gpu,
     };
     let t = Instant::now();
     // The budget holds every adapter, so the second round of swaps is warm.
@@ -564,6 +559,7 @@ pub fn swap(
             backend,
             max_ctx: 256,
             overlay_budget_bytes: u64::MAX,
+            spectral_gpu_layers: spectral,
         },
     )?;
     let open_ms = t.elapsed().as_secs_f64() * 1e3;

@@ -77,6 +77,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             backend: a.backend,
             max_ctx: 1024,
             overlay_budget_bytes: 512 << 20,
+            ..Default::default()
         },
     )?;
     let open_ms = t.elapsed().as_secs_f64() * 1e3;

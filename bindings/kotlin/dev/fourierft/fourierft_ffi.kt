@@ -2107,6 +2107,12 @@ data class EngineConfig (
      * MiB of cached (inactive) adapter overlays kept for quick swaps.
      */
     var `overlayBudgetMb`: kotlin.UInt = 256u 
+    , 
+    /**
+     * GPU only: adapted layers as base + spectral ΔW (O(n) swaps, kilobytes per adapter,
+     * some compute per token) instead of merged overlays. The CPU always works this way.
+     */
+    var `spectralGpuLayers`: kotlin.Boolean = false 
     
 ){
     
@@ -2127,6 +2133,7 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterOptionalTypeBackendKind.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterUInt.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -2134,7 +2141,8 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterString.allocationSize(value.`modelDir`) +
             FfiConverterOptionalTypeBackendKind.allocationSize(value.`backend`) +
             FfiConverterUInt.allocationSize(value.`maxContext`) +
-            FfiConverterUInt.allocationSize(value.`overlayBudgetMb`)
+            FfiConverterUInt.allocationSize(value.`overlayBudgetMb`) +
+            FfiConverterBoolean.allocationSize(value.`spectralGpuLayers`)
     )
 
     override fun write(value: EngineConfig, buf: ByteBuffer) {
@@ -2142,6 +2150,7 @@ public object FfiConverterTypeEngineConfig: FfiConverterRustBuffer<EngineConfig>
             FfiConverterOptionalTypeBackendKind.write(value.`backend`, buf)
             FfiConverterUInt.write(value.`maxContext`, buf)
             FfiConverterUInt.write(value.`overlayBudgetMb`, buf)
+            FfiConverterBoolean.write(value.`spectralGpuLayers`, buf)
     }
 }
 
