@@ -1,18 +1,36 @@
 // ΔW x for an adapted layer kept in spectral form (the base matmul has already written W x):
 //
 //   ΔW[p, q] = Σ_k c_k cos(2π(u_k p/d1 + v_k q/d2)), c_k already scaled by scaling/(d1·d2)
-//   B[r, v]  = Σ_q x[r, q] e^(2πi v q/d2)          for the distinct v's (spectral_b)
+//   B[r, v]  = Σ_q x[r, q] e^(2πi v q/d2)          for the distinct v's
 //   Z[r, u]  = Σ_{k: u_k = u} c_k B[r, v_k]         for the distinct u's (spectral_z)
-//   out[r, p] += Re Σ_u Z[r, u] e^(2πi u p/d1)                         (spectral_out)
+//   out[r, p] += Re Σ_u Z[r, u] e^(2πi u p/d1)
 //
-// Phases are reduced with integer arithmetic ((v·q) mod d2 stepped by adding v, (u·p) mod d1
-// by mulmod) and looked up in cos/sin tables computed in f64 on the host.
+// B and out are each computed either directly (spectral_b: nv·d2 work per row; spectral_out:
+// d1·nu) or, when the side has a useful factor, with one Cooley–Tukey step:
 //
-// All three entry points share one layout: parameters, the layer's tables, the shape's
-// cos/sin tables, a read-only source and a read-write destination (4 storage buffers).
-//   spectral_b:   src = x,        dst = scratch (B at 0, Z from zbase)
-//   spectral_z:   src = unused,   dst = scratch
-//   spectral_out: src = scratch,  dst = out
+//   input, d2 = ia·ib, q = q1 + ia·q2 (q1 < ia, q2 < ib):
+//     T[r][q1][w] = Σ_{q2 < ib} x[r, q1 + ia·q2] e^(2πi w q2/ib), w < ib  (spectral_t: d2·ib)
+//     B[r, v]     = Σ_{q1 < ia} e^(2πi v q1/d2) T[r][q1][v mod ib]       (spectral_bf: nv·ia)
+//   output, d1 = oa·ob, p = p1 + ob·p2 (p1 < ob, p2 < oa):
+//     Y[r][w][p1] = Σ_{u ≡ w mod oa} Z[r, u] e^(2πi u p1/d1), w < oa    (spectral_y: nu·ob)
+//     out[r, p]  += Re Σ_{w < oa} e^(2πi w p2/oa) Y[r][w][p1]          (spectral_outf: d1·oa)
+// (the distinct u's are ordered by u mod oa, so Y's sum runs over one contiguous group).
+//
+// Phases are reduced with integer arithmetic (stepped by adding, or mulmod) and looked up in
+// cos/sin tables computed in f64 on the host: e^(2πi j/ib) = e^(2πi (ia·j)/d2), and likewise
+// e^(2πi j/oa) = e^(2πi (ob·j)/d1), so the two tables of the shape serve every stage.
+//
+// All entry points share one layout: parameters, the layer's tables, the shape's cos/sin
+// tables, a read-only source and a read-write destination (4 storage buffers). The scratch
+// buffer holds, for the rows of a chunk, B (from 0), Z (from zbase) and T or Y (from wbase;
+// T is dead once B is built, so Y reuses its space).
+//   spectral_t:    src = x,        dst = scratch
+//   spectral_b:    src = x,        dst = scratch
+//   spectral_bf:   src = unused,   dst = scratch
+//   spectral_z:    src = unused,   dst = scratch
+//   spectral_y:    src = unused,   dst = scratch
+//   spectral_out:  src = scratch,  dst = out
+//   spectral_outf: src = scratch,  dst = out
 // The host splits tall inputs into row chunks [r0, r0 + rows) that fit the scratch buffer.
 
 const WG: u32 = 64u;
@@ -29,7 +47,15 @@ struct Params {
     r0: u32,       // first input row of this chunk
     rows: u32,     // rows in this chunk
     zbase: u32,    // f32 index of Z in the scratch buffer
-    _pad: u32,
+    wbase: u32,    // f32 index of T / Y in the scratch buffer
+    ia: u32,       // input split d2 = ia·ib (factorised input only)
+    ib: u32,
+    oa: u32,       // output split d1 = oa·ob (factorised output only)
+    ob: u32,
+    off_ws: u32,   // lt[off_ws + w] .. lt[off_ws + w + 1]: distinct u's with u mod oa = w
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -168,4 +194,120 @@ fn spectral_out(@builtin(global_invocation_id) gid: vec3<u32>) {
             dst[o + p] = dst[o + p] + acc[k];
         }
     }
+}
+
+// Factorised input, stage 1. One invocation per ((q1, w), row), q1 < ia, w < ib:
+//   T[r][q1][w] = Σ_{q2 < ib} x[r0 + r, q1 + ia·q2] e^(2πi w q2/ib).
+// Neighbouring invocations share q1 (and so read the same x's).
+@compute @workgroup_size(64)
+fn spectral_t(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let r = gid.y;
+    if (i >= P.d2 || r >= P.rows) {
+        return;
+    }
+    let q1 = i / P.ib;
+    let w = i % P.ib;
+    let xb = (P.r0 + r) * P.d2 + q1;
+    var re = 0.0;
+    var im = 0.0;
+    var idx = 0u; // (w·q2) mod ib
+    for (var q2 = 0u; q2 < P.ib; q2 = q2 + 1u) {
+        let xv = src[xb + P.ia * q2];
+        let t = tw[P.ia * idx];
+        re = re + xv * t.x;
+        im = im + xv * t.y;
+        idx = idx + w;
+        if (idx >= P.ib) {
+            idx = idx - P.ib;
+        }
+    }
+    let o = P.wbase + 2u * (r * P.d2 + i);
+    dst[o] = re;
+    dst[o + 1u] = im;
+}
+
+// Factorised input, stage 2. One invocation per (distinct v, row):
+//   B[r, v] = Σ_{q1 < ia} e^(2πi v q1/d2) T[r][q1][v mod ib].
+@compute @workgroup_size(64)
+fn spectral_bf(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let r = gid.y;
+    if (i >= P.nv || r >= P.rows) {
+        return;
+    }
+    let v = lt[P.off_v + i];
+    let tb = P.wbase + 2u * (r * P.d2 + v % P.ib);
+    var re = 0.0;
+    var im = 0.0;
+    var idx = 0u; // (v·q1) mod d2
+    for (var q1 = 0u; q1 < P.ia; q1 = q1 + 1u) {
+        let o = tb + 2u * P.ib * q1;
+        let tr = dst[o];
+        let ti = dst[o + 1u];
+        let t = tw[idx];
+        re = re + t.x * tr - t.y * ti;
+        im = im + t.y * tr + t.x * ti;
+        idx = idx + v;
+        if (idx >= P.d2) {
+            idx = idx - P.d2;
+        }
+    }
+    let o = 2u * (r * P.nv + i);
+    dst[o] = re;
+    dst[o + 1u] = im;
+}
+
+// Factorised output, stage 1. One invocation per ((w, p1), row), w < oa, p1 < ob:
+//   Y[r][w][p1] = Σ_{u ≡ w mod oa} Z[r, u] e^(2πi u p1/d1).
+@compute @workgroup_size(64)
+fn spectral_y(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let r = gid.y;
+    if (i >= P.d1 || r >= P.rows) {
+        return;
+    }
+    let w = i / P.ob;
+    let p1 = i % P.ob;
+    let zb = P.zbase + 2u * r * P.nu;
+    var re = 0.0;
+    var im = 0.0;
+    let j_end = lt[P.off_ws + w + 1u];
+    for (var j = lt[P.off_ws + w]; j < j_end; j = j + 1u) {
+        let t = tw[P.d2 + mulmod(lt[P.off_ul + j], p1, P.d1)];
+        let zr = dst[zb + 2u * j];
+        let zi = dst[zb + 2u * j + 1u];
+        re = re + t.x * zr - t.y * zi;
+        im = im + t.y * zr + t.x * zi;
+    }
+    let o = P.wbase + 2u * (r * P.d1 + i);
+    dst[o] = re;
+    dst[o + 1u] = im;
+}
+
+// Factorised output, stage 2. One invocation per (output p = p1 + ob·p2, row):
+//   out[r0 + r, p] += Re Σ_{w < oa} e^(2πi w p2/oa) Y[r][w][p1].
+@compute @workgroup_size(64)
+fn spectral_outf(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let p = gid.x;
+    let r = gid.y;
+    if (p >= P.d1 || r >= P.rows) {
+        return;
+    }
+    let p1 = p % P.ob;
+    let p2 = p / P.ob;
+    let yb = P.wbase + 2u * (r * P.d1 + p1);
+    var acc = 0.0;
+    var idx = 0u; // (w·p2) mod oa
+    for (var w = 0u; w < P.oa; w = w + 1u) {
+        let o = yb + 2u * P.ob * w;
+        let t = tw[P.d2 + P.ob * idx];
+        acc = acc + src[o] * t.x - src[o + 1u] * t.y;
+        idx = idx + p2;
+        if (idx >= P.oa) {
+            idx = idx - P.oa;
+        }
+    }
+    let o = (P.r0 + r) * P.d1 + p;
+    dst[o] = dst[o] + acc;
 }

@@ -1,7 +1,9 @@
 //! Adapted layers kept in spectral form on the GPU (`GpuContext::set_spectral_layers`): the
 //! matmul `W x + ΔW x` against the CPU backend's spectral matmul on small odd/prime shapes
-//! (positions that repeat rows and columns; 1, 5 and 70 input rows, the last in two scratch
-//! chunks), the tiny llama against the transformers + PEFT goldens, and a decode loop that
+//! (positions that repeat rows and columns) and on shapes whose DFTs take the factorised
+//! (Cooley–Tukey) path on one side, both or neither (576, 192, 64 against 97 and 1), for 1, 5
+//! and 70 input rows (the last in two scratch chunks where a shape grows the shared scratch
+//! buffer), the tiny llama against the transformers + PEFT goldens, and a decode loop that
 //! creates no GPU objects. Without an adapter these tests skip with a note, except under
 //! FOURIERFT_REQUIRE_GPU=1.
 
@@ -13,6 +15,7 @@ use common::llama_check::check_tiny_llama;
 use common::{fixtures, gpu, rel_err, scratch};
 use fourierft::backend::cpu::{CpuBackend, CpuMat};
 use fourierft::backend::wgpu::kernels::matmul::MatFormat;
+use fourierft::backend::wgpu::kernels::spectral::SpectralPlan;
 use fourierft::backend::wgpu::GpuBackend;
 use fourierft::backend::Backend;
 use fourierft::fourier::mt19937::Mt19937;
@@ -43,6 +46,9 @@ fn adapter_file(dir: &std::path::Path, d1: usize, d2: usize, n: usize, seed: u64
     Adapter::load(&path).unwrap()
 }
 
+/// (out, in, n, seed, whether the (input, output) DFTs take the factorised path).
+type Case = (usize, usize, usize, u64, (bool, bool));
+
 #[test]
 fn gpu_spectral_matmul_matches_the_cpu_spectral_matmul() {
     let Some(ctx) = gpu() else { return };
@@ -52,16 +58,24 @@ fn gpu_spectral_matmul_matches_the_cpu_spectral_matmul() {
     // The model is only consulted for merged (Conv1D) layers; none here.
     let model = ModelFiles::open(&fixtures().join("tiny_llama")).unwrap();
     let dir = scratch("gpu-spectral");
-    // (out, in, n, seed): prime and odd sides, n large enough that rows and columns repeat,
-    // a single output row, and a wide n against a small shape.
-    let cases: &[(usize, usize, usize, u64)] = &[
-        (7, 5, 20, 1),
-        (13, 31, 200, 777),
-        (1, 9, 5, 3),
-        (37, 1, 30, 4),
-        (64, 24, 1000, 5),
-        (33, 129, 300, 6),
-        (97, 61, 2000, 7),
+    // Prime and odd sides, n large enough that rows and columns repeat, a single output row, a
+    // wide n against a small shape, and SmolLM2-like sides (576 = 24·24, 192 = 16·12,
+    // 64 = 8·8) against a prime and 1.
+    let cases: &[Case] = &[
+        (7, 5, 20, 1, (false, false)),
+        (13, 31, 200, 777, (false, false)),
+        (1, 9, 5, 3, (true, false)),
+        (37, 1, 30, 4, (false, false)),
+        (64, 24, 1000, 5, (true, true)),
+        (33, 129, 300, 6, (true, true)),
+        (97, 61, 2000, 7, (false, false)),
+        (576, 192, 1000, 8, (true, true)),
+        (192, 576, 1000, 9, (true, true)),
+        (576, 576, 1000, 10, (true, true)),
+        (97, 64, 500, 11, (true, false)),
+        (64, 97, 500, 12, (false, true)),
+        (1, 64, 40, 13, (true, false)),
+        (64, 1, 40, 14, (false, true)),
     ];
     let mut g = Mt19937::new(99);
     let mut rnd = |n: usize, s: f32| -> Vec<f32> {
@@ -69,8 +83,16 @@ fn gpu_spectral_matmul_matches_the_cpu_spectral_matmul() {
             .map(|_| (g.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0) * s)
             .collect()
     };
-    for &(d1, d2, n, seed) in cases {
+    for &(d1, d2, n, seed, split) in cases {
         let a = adapter_file(&dir, d1, d2, n, seed);
+        let m = a.require_module("layer").unwrap();
+        let (pr, pc) = a.positions(m, d1, d2).unwrap();
+        let plan = SpectralPlan::new(d1, d2, &pr, &pc, &m.coeffs, 1.0).unwrap();
+        assert_eq!(
+            (plan.layout.input.is_some(), plan.layout.output.is_some()),
+            split,
+            "{d1}x{d2} n={n}: factorised sides"
+        );
         let w = rnd(d1 * d2, 0.1);
         let cbase = CpuMat::F32 {
             rows: d1,

@@ -33,10 +33,11 @@
 //!
 //! Spectral layers. With [`GpuContext::set_spectral_layers`] (off by default) an adapted
 //! `[out, in]` layer is instead its base matrix (shared) plus O(n) tables
-//! ([`spectral::SpectralPlan`]): `matmul` records the base matmul, then three dispatches that
-//! add `ΔW x` (B = DFT of x at the distinct v's, Z = coefficients scattered by u, inverse DFT at
-//! every output). Building or swapping an adapter then uploads only the tables. The cos/sin
-//! tables (per shape) and the B/Z scratch buffer (shared, rows beyond it run in chunks) are
+//! ([`spectral::SpectralPlan`]): `matmul` records the base matmul, then three to five dispatches
+//! that add `ΔW x` (B = DFT of x at the distinct v's, Z = coefficients scattered by u, inverse
+//! DFT at every output; B and the inverse DFT each direct or split by one Cooley–Tukey step,
+//! see [`spectral::Layout`]). Building or swapping an adapter then uploads only the tables. The
+//! cos/sin tables (per shape) and the scratch buffer (shared, rows beyond it run in chunks) are
 //! created when the layers are built, never while decoding.
 
 use std::collections::HashMap;
@@ -98,9 +99,7 @@ struct SpectralMat {
     table: wgpu::Buffer,
     table_bytes: u64,
     tw: wgpu::Buffer,
-    nv: usize,
-    nu: usize,
-    offsets: [u32; 4],
+    layout: spectral::Layout,
 }
 
 #[derive(Clone)]
@@ -176,7 +175,7 @@ pub struct GpuBackend {
     state: Mutex<State>,
     /// Base matrices by (model dir, module), for overlays.
     registry: Mutex<HashMap<(PathBuf, String), Weak<MatInner>>>,
-    /// Spectral layers: cos/sin tables per (out, in), and the B/Z scratch buffer shared by all
+    /// Spectral layers: cos/sin tables per (out, in), and the scratch buffer shared by all
     /// layers (grown when overlays are built, never inside a decode loop).
     spectral: Mutex<SpectralShared>,
 }
@@ -758,10 +757,10 @@ impl GpuBackend {
                 t
             }
         };
-        let need = (spectral::SCRATCH_ROWS * plan.scratch_per_row()) as u64 * 4;
-        let need = need
+        let per_row = plan.layout.scratch_per_row() as u64 * 4;
+        let need = (spectral::SCRATCH_ROWS as u64 * per_row)
             .min(max / 16 * 16)
-            .max(plan.scratch_per_row() as u64 * 4);
+            .max(per_row);
         if need > max {
             return Err(Error::Gpu(format!(
                 "{}: one row of spectral scratch ({need} bytes) exceeds one storage binding",
@@ -778,9 +777,7 @@ impl GpuBackend {
             table,
             table_bytes,
             tw,
-            nv: plan.nv,
-            nu: plan.nu,
-            offsets: plan.offsets,
+            layout: plan.layout,
         });
         Ok(GpuMat(Arc::new(inner)))
     }
@@ -802,7 +799,7 @@ impl GpuBackend {
             .scratch
             .clone()
             .ok_or_else(|| Error::Gpu("spectral layer without a scratch buffer".into()))?;
-        let per_row = 2 * (sp.nv + sp.nu);
+        let per_row = sp.layout.scratch_per_row();
         let chunk = ((scratch.size() / 4) as usize / per_row)
             .min(self.ctx.limits.max_compute_workgroups_per_dimension as usize);
         if chunk == 0 {
@@ -811,52 +808,26 @@ impl GpuBackend {
                 m.module
             )));
         }
-        let (d1, d2) = (m.rows, m.cols);
-        let kb = spectral::kernel(&self.ctx, spectral::Stage::B)?;
-        let kz = spectral::kernel(&self.ctx, spectral::Stage::Z)?;
-        let ko = spectral::kernel(&self.ctx, spectral::Stage::Out)?;
-        let groups = |n: usize, r: usize| (n.div_ceil(spectral::WG) as u32, r as u32, 1);
         let mut r0 = 0;
         while r0 < rows {
             let n = chunk.min(rows - r0);
-            let zbase = 2 * sp.nv * n;
-            let p = spectral::params(d1, d2, sp.nv, sp.nu, sp.offsets, r0, n, zbase);
-            self.record(
-                st,
-                &kb,
-                &p,
-                &[
-                    whole(&sp.table),
-                    whole(&sp.tw),
-                    whole(&x.buffer),
-                    whole(&scratch),
-                ],
-                groups(sp.nv.div_ceil(spectral::VB), n),
-            )?;
-            self.record(
-                st,
-                &kz,
-                &p,
-                &[
-                    whole(&sp.table),
-                    whole(&sp.tw),
-                    whole(&self.dummy_ro),
-                    whole(&scratch),
-                ],
-                groups(sp.nu, n),
-            )?;
-            self.record(
-                st,
-                &ko,
-                &p,
-                &[
-                    whole(&sp.table),
-                    whole(&sp.tw),
-                    whole(&scratch),
-                    whole(&out.buffer),
-                ],
-                groups(d1.div_ceil(spectral::PO), n),
-            )?;
+            let p = sp.layout.params(r0, n);
+            for d in sp.layout.dispatches(n) {
+                let k = spectral::kernel(&self.ctx, d.stage)?;
+                let src = match d.src {
+                    spectral::Src::X => &x.buffer,
+                    spectral::Src::Unused => &self.dummy_ro,
+                    spectral::Src::Scratch => &scratch,
+                };
+                let dst = if d.to_out { &out.buffer } else { &scratch };
+                self.record(
+                    st,
+                    &k,
+                    &p,
+                    &[whole(&sp.table), whole(&sp.tw), whole(src), whole(dst)],
+                    d.groups,
+                )?;
+            }
             r0 += n;
         }
         Ok(())
