@@ -89,16 +89,7 @@ impl DeltaPlan {
         coeffs: &[f32],
         scaling: f32,
     ) -> Result<Self> {
-        if d1 == 0 || d2 == 0 || d1 >= 1 << 31 || d2 >= 1 << 31 {
-            return Err(Error::InvalidArgument(format!(
-                "ΔW shape {d1}x{d2} out of range for the GPU kernel"
-            )));
-        }
-        if rows.len() != coeffs.len() || cols.len() != coeffs.len() {
-            return Err(Error::InvalidArgument(
-                "positions and coefficients differ in length".into(),
-            ));
-        }
+        super::check_spectrum("ΔW", d1, d2, rows, cols, coeffs)?;
         let n1 = choose_n1(d1, coeffs.len());
         let n2 = d1 / n1;
         let norm = scaling as f64 / (d1 as f64 * d2 as f64);

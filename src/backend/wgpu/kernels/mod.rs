@@ -63,3 +63,36 @@ fn gcd(a: u64, b: u64) -> u64 {
 fn lcm(a: u64, b: u64) -> u64 {
     a / gcd(a, b) * b
 }
+
+/// Checks one layer's sparse spectrum before a kernel is planned for it: the shape suits the
+/// kernels' u32 index arithmetic, and the positions match the coefficients and lie inside it.
+pub(crate) fn check_spectrum(
+    what: &str,
+    d1: usize,
+    d2: usize,
+    rows: &[u32],
+    cols: &[u32],
+    coeffs: &[f32],
+) -> crate::error::Result<()> {
+    use crate::error::Error;
+    if d1 == 0 || d2 == 0 || d1 >= 1 << 31 || d2 >= 1 << 31 {
+        return Err(Error::InvalidArgument(format!(
+            "{what} {d1}x{d2} out of range for the GPU kernels"
+        )));
+    }
+    if rows.len() != coeffs.len() || cols.len() != coeffs.len() {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: {} coefficients but {} row and {} column positions",
+            coeffs.len(),
+            rows.len(),
+            cols.len()
+        )));
+    }
+    if let Some(k) = (0..coeffs.len()).find(|&k| rows[k] as usize >= d1 || cols[k] as usize >= d2) {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: spectral position ({}, {}) outside {d1}x{d2}",
+            rows[k], cols[k]
+        )));
+    }
+    Ok(())
+}

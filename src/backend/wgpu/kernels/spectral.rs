@@ -210,24 +210,7 @@ impl SpectralPlan {
         coeffs: &[f32],
         scaling: f32,
     ) -> Result<Self> {
-        if d1 == 0 || d2 == 0 || d1 >= 1 << 31 || d2 >= 1 << 31 {
-            return Err(Error::InvalidArgument(format!(
-                "spectral layer {d1}x{d2} out of range for the GPU kernel"
-            )));
-        }
-        if rows.len() != coeffs.len() || cols.len() != coeffs.len() {
-            return Err(Error::InvalidArgument(
-                "positions and coefficients differ in length".into(),
-            ));
-        }
-        if let Some(k) =
-            (0..coeffs.len()).find(|&k| rows[k] as usize >= d1 || cols[k] as usize >= d2)
-        {
-            return Err(Error::InvalidArgument(format!(
-                "spectral position ({}, {}) outside {d1}x{d2}",
-                rows[k], cols[k]
-            )));
-        }
+        super::check_spectrum("spectral layer", d1, d2, rows, cols, coeffs)?;
         let s = scaling as f64 / (d1 as f64 * d2 as f64);
         let mut vs: Vec<u32> = cols.to_vec();
         vs.sort_unstable();
