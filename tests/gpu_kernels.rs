@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::{fixtures, gpu, rel_err, scratch};
+use common::{fixtures, gpu, random_coeffs, rel_err, scratch, single_layer_adapter};
 use fourierft::backend::cpu::merge;
 use fourierft::backend::wgpu::{apply, GpuLayer};
 use fourierft::fourier::delta::{delta_reference_f64, SpectrumRef};
-use fourierft::fourier::mt19937::Mt19937;
 use fourierft::fourier::positions::spectral_positions;
 use fourierft::fourier::{Adapter, CpuMethod};
 use fourierft::weights::writer::{write_safetensors, OutTensor};
@@ -68,10 +67,7 @@ fn gpu_delta_matches_f64_on_unseen_shapes() {
     ];
     let dir = scratch("gpu-unseen");
     for &(d1, d2, n, seed, scaling) in cases {
-        let mut g = Mt19937::new(seed ^ 0xabc);
-        let c: Vec<f32> = (0..n)
-            .map(|_| g.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0)
-            .collect();
+        let c = random_coeffs(n, seed ^ 0xabc);
         let (rows, cols) = spectral_positions(seed, d1, d2, n);
         let want = delta_reference_f64(SpectrumRef {
             d1,
@@ -82,21 +78,12 @@ fn gpu_delta_matches_f64_on_unseen_shapes() {
             scaling,
         });
         // Through a packed adapter file, as a user would.
-        let path = dir.join(format!("{d1}x{d2}.safetensors"));
-        let cfg = format!(
-            r#"{{"peft_type":"FOURIERFT","n_frequency":{n},"scaling":{scaling},"random_loc_seed":{seed}}}"#
+        let a = single_layer_adapter(
+            &dir.join(format!("{d1}x{d2}.safetensors")),
+            &c,
+            scaling,
+            seed,
         );
-        let mut meta = std::collections::HashMap::new();
-        meta.insert("format".to_string(), "fourierft.adapter".to_string());
-        meta.insert("format_version".to_string(), "1".to_string());
-        meta.insert("peft_config".to_string(), cfg);
-        write_safetensors(
-            &path,
-            &[OutTensor::f32("layer.fourierft_spectrum", vec![n], &c)],
-            Some(meta),
-        )
-        .unwrap();
-        let a = Adapter::load(&path).unwrap();
         let (w, _, _) = apply::delta(&ctx, &a, "layer", d1, d2).unwrap();
         let want32: Vec<f32> = want.iter().map(|&x| x as f32).collect();
         let e = rel_err(&w, &want32);

@@ -11,8 +11,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::llama_check::check_tiny_llama;
-use common::{fixtures, gpu, rel_err, scratch};
+use common::llama_check::check_tiny_llama_both_prefills;
+use common::{fixtures, gpu, random_coeffs, rel_err, scratch, single_layer_adapter};
 use fourierft::backend::cpu::{CpuBackend, CpuMat};
 use fourierft::backend::wgpu::kernels::matmul::MatFormat;
 use fourierft::backend::wgpu::kernels::spectral::SpectralPlan;
@@ -20,30 +20,12 @@ use fourierft::backend::wgpu::GpuBackend;
 use fourierft::backend::Backend;
 use fourierft::fourier::mt19937::Mt19937;
 use fourierft::fourier::{Adapter, LayerFit};
-use fourierft::model::{Llama, LlamaOptions};
-use fourierft::weights::writer::{write_safetensors, OutTensor};
+
 use fourierft::weights::ModelFiles;
 
 fn adapter_file(dir: &std::path::Path, d1: usize, d2: usize, n: usize, seed: u64) -> Adapter {
-    let mut g = Mt19937::new(seed ^ 0x5eed);
-    let c: Vec<f32> = (0..n)
-        .map(|_| g.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0)
-        .collect();
     let path = dir.join(format!("{d1}x{d2}n{n}.safetensors"));
-    let cfg = format!(
-        r#"{{"peft_type":"FOURIERFT","n_frequency":{n},"scaling":150.0,"random_loc_seed":{seed}}}"#
-    );
-    let mut meta = std::collections::HashMap::new();
-    meta.insert("format".to_string(), "fourierft.adapter".to_string());
-    meta.insert("format_version".to_string(), "1".to_string());
-    meta.insert("peft_config".to_string(), cfg);
-    write_safetensors(
-        &path,
-        &[OutTensor::f32("layer.fourierft_spectrum", vec![n], &c)],
-        Some(meta),
-    )
-    .unwrap();
-    Adapter::load(&path).unwrap()
+    single_layer_adapter(&path, &random_coeffs(n, seed ^ 0x5eed), 150.0, seed)
 }
 
 /// (out, in, n, seed, whether the (input, output) DFTs take the factorised path).
@@ -160,74 +142,5 @@ fn gpu_spectral_matmul_matches_the_cpu_spectral_matmul() {
 fn tiny_llama_with_spectral_layers_matches_transformers_and_peft() {
     let Some(ctx) = gpu() else { return };
     ctx.set_spectral_layers(true);
-    let be = Arc::new(GpuBackend::new(ctx).unwrap());
-    check_tiny_llama(
-        be.clone(),
-        LlamaOptions {
-            max_ctx: 64,
-            max_batch: 64,
-        },
-    );
-    check_tiny_llama(
-        be,
-        LlamaOptions {
-            max_ctx: 64,
-            max_batch: 5,
-        },
-    );
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| {
-            if x > b.1 {
-                (i, x)
-            } else {
-                b
-            }
-        })
-        .0 as u32
-}
-
-/// With spectral layers installed, decoding creates no buffers, bind groups or pipelines
-/// after the first token, and swapping adapters uploads only the layers' tables.
-#[test]
-fn spectral_decode_loop_creates_no_gpu_objects() {
-    let Some(ctx) = gpu() else { return };
-    ctx.set_spectral_layers(true);
-    let be = Arc::new(GpuBackend::new(ctx).unwrap());
-    let files = ModelFiles::open(&fixtures().join("tiny_llama")).unwrap();
-    let a = Adapter::load(&fixtures().join("adapters/llama_a")).unwrap();
-    let mut m = Llama::new(
-        be.clone(),
-        &files,
-        LlamaOptions {
-            max_ctx: 64,
-            max_batch: 8,
-        },
-    )
-    .unwrap();
-    m.set_adapter(&files, Some(&a)).unwrap();
-    assert!(m.active_overlay_bytes() > 0);
-    let mut logits = m.forward(&[1, 5, 9, 13], false).unwrap();
-    logits = m.forward(&[argmax(&logits)], false).unwrap();
-    let ctx = be.context();
-    let before = (
-        be.cached_bind_groups(),
-        ctx.pipeline_count(),
-        ctx.live_buffers(),
-    );
-    for _ in 0..10 {
-        logits = m.forward(&[argmax(&logits)], false).unwrap();
-    }
-    assert_eq!(
-        (
-            be.cached_bind_groups(),
-            ctx.pipeline_count(),
-            ctx.live_buffers()
-        ),
-        before,
-        "GPU objects created while decoding with spectral layers"
-    );
+    check_tiny_llama_both_prefills(Arc::new(GpuBackend::new(ctx).unwrap()));
 }

@@ -9,7 +9,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::llama_check::{check_tiny_llama, max_abs_diff};
+use common::llama_check::{check_tiny_llama_both_prefills, max_abs_diff};
 use common::{fixtures, gpu};
 use fourierft::backend::cpu::{Bytes, CpuBackend, CpuMat};
 use fourierft::backend::wgpu::kernels::matmul::MatFormat;
@@ -18,6 +18,7 @@ use fourierft::backend::Backend;
 use fourierft::fourier::mt19937::Mt19937;
 use fourierft::fourier::Adapter;
 use fourierft::model::{Llama, LlamaOptions};
+use fourierft::sampler::argmax;
 use fourierft::weights::{DType, ModelFiles, QuantSpec};
 use half::{bf16, f16};
 
@@ -441,35 +442,7 @@ fn gpu_norm_rope_attention_and_elementwise_match_the_cpu() {
 #[test]
 fn tiny_llama_on_the_gpu_matches_transformers_and_peft() {
     let Some(ctx) = gpu() else { return };
-    let be = Arc::new(GpuBackend::new(ctx).unwrap());
-    check_tiny_llama(
-        be.clone(),
-        LlamaOptions {
-            max_ctx: 64,
-            max_batch: 64,
-        },
-    );
-    // Prefill in chunks of 5 (several steps per submission) must give the same logits.
-    check_tiny_llama(
-        be,
-        LlamaOptions {
-            max_ctx: 64,
-            max_batch: 5,
-        },
-    );
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| {
-            if x > b.1 {
-                (i, x)
-            } else {
-                b
-            }
-        })
-        .0 as u32
+    check_tiny_llama_both_prefills(Arc::new(GpuBackend::new(ctx).unwrap()));
 }
 
 /// The MLX 4-bit fixture (8-bit lm_head): GPU logits within 1e-3 of the CPU backend's, for
@@ -510,35 +483,49 @@ fn tiny_llama_mlx4_on_the_gpu_matches_the_cpu() {
     }
 }
 
-/// After the first decoded token the loop creates no pipelines and no bind groups.
+/// After the first decoded token the loop creates no bind groups, pipelines or buffers: on the
+/// plain base, with merged overlays and with spectral adapted layers.
 #[test]
 fn gpu_decode_loop_creates_no_gpu_objects_after_the_first_token() {
-    let Some(ctx) = gpu() else { return };
-    let be = Arc::new(GpuBackend::new(ctx).unwrap());
     let files = ModelFiles::open(&fixtures().join("tiny_llama")).unwrap();
-    let mut m = Llama::new(
-        be.clone(),
-        &files,
-        LlamaOptions {
-            max_ctx: 64,
-            max_batch: 8,
-        },
-    )
-    .unwrap();
-    let mut logits = m.forward(&[1, 5, 9, 13], false).unwrap();
-    logits = m.forward(&[argmax(&logits)], false).unwrap();
-    let (bgs, pipes) = (be.cached_bind_groups(), be.context().pipeline_count());
-    for _ in 0..10 {
+    let a = Adapter::load(&fixtures().join("adapters/llama_a")).unwrap();
+    for (mode, adapter, spectral) in [
+        ("plain base", None, false),
+        ("merged overlays", Some(&a), false),
+        ("spectral layers", Some(&a), true),
+    ] {
+        let Some(ctx) = gpu() else { return };
+        ctx.set_spectral_layers(spectral);
+        let be = Arc::new(GpuBackend::new(ctx).unwrap());
+        let mut m = Llama::new(
+            be.clone(),
+            &files,
+            LlamaOptions {
+                max_ctx: 64,
+                max_batch: 8,
+            },
+        )
+        .unwrap();
+        m.set_adapter(&files, adapter).unwrap();
+        assert_eq!(m.active_overlay_bytes() > 0, adapter.is_some(), "{mode}");
+        let mut logits = m.forward(&[1, 5, 9, 13], false).unwrap();
         logits = m.forward(&[argmax(&logits)], false).unwrap();
+        let ctx = be.context();
+        let objects = || {
+            (
+                be.cached_bind_groups(),
+                ctx.pipeline_count(),
+                ctx.live_buffers(),
+            )
+        };
+        let before = objects();
+        for _ in 0..10 {
+            logits = m.forward(&[argmax(&logits)], false).unwrap();
+        }
+        assert_eq!(
+            objects(),
+            before,
+            "{mode}: bind groups, pipelines or buffers created while decoding"
+        );
     }
-    assert_eq!(
-        be.cached_bind_groups(),
-        bgs,
-        "bind groups created while decoding"
-    );
-    assert_eq!(
-        be.context().pipeline_count(),
-        pipes,
-        "pipelines created while decoding"
-    );
 }

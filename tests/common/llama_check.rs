@@ -23,21 +23,25 @@ pub fn greedy<B: Backend>(m: &mut Llama<B>, prompt: &[u32], n: usize) -> Vec<i64
     let mut logits = m.forward(prompt, false).unwrap();
     let mut out = Vec::new();
     for _ in 0..n {
-        let t = logits
-            .iter()
-            .enumerate()
-            .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| {
-                if v > b.1 {
-                    (i, v)
-                } else {
-                    b
-                }
-            })
-            .0 as u32;
+        let t = fourierft::sampler::argmax(&logits);
         out.push(t as i64);
         logits = m.forward(&[t], false).unwrap();
     }
     out
+}
+
+/// [`check_tiny_llama`] with the whole prompt in one prefill step and in chunks of 5 (several
+/// steps per submission), which must give the same logits.
+pub fn check_tiny_llama_both_prefills<B: Backend>(backend: Arc<B>) {
+    for max_batch in [64, 5] {
+        check_tiny_llama(
+            backend.clone(),
+            LlamaOptions {
+                max_ctx: 64,
+                max_batch,
+            },
+        );
+    }
 }
 
 pub fn check_tiny_llama<B: Backend>(backend: Arc<B>, options: LlamaOptions) {

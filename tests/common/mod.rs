@@ -52,3 +52,37 @@ pub fn gpu() -> Option<fourierft::backend::wgpu::GpuContext> {
         }
     }
 }
+
+/// `n` coefficients in [-1, 1) drawn from MT19937 with `seed`.
+pub fn random_coeffs(n: usize, seed: u64) -> Vec<f32> {
+    let mut g = fourierft::fourier::mt19937::Mt19937::new(seed);
+    (0..n)
+        .map(|_| g.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0)
+        .collect()
+}
+
+/// A packed adapter file at `path` with one module, `layer`, holding `coeffs` (PEFT's
+/// n_frequency = coeffs.len()), loaded back as a user would load it.
+pub fn single_layer_adapter(
+    path: &Path,
+    coeffs: &[f32],
+    scaling: f32,
+    seed: u64,
+) -> fourierft::fourier::Adapter {
+    use fourierft::weights::writer::{write_safetensors, OutTensor};
+    let n = coeffs.len();
+    let cfg = format!(
+        r#"{{"peft_type":"FOURIERFT","n_frequency":{n},"scaling":{scaling:?},"random_loc_seed":{seed}}}"#
+    );
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), "fourierft.adapter".to_string());
+    meta.insert("format_version".to_string(), "1".to_string());
+    meta.insert("peft_config".to_string(), cfg);
+    write_safetensors(
+        path,
+        &[OutTensor::f32("layer.fourierft_spectrum", vec![n], coeffs)],
+        Some(meta),
+    )
+    .expect("write a single-layer adapter");
+    fourierft::fourier::Adapter::load(path).expect("load a single-layer adapter")
+}
