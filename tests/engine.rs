@@ -11,7 +11,7 @@ use common::{copy_dir, fixtures, scratch};
 use fourierft::backend::BackendChoice;
 use fourierft::model::{GenerateOptions, StopReason};
 use fourierft::weights::SafeTensorsFile;
-use fourierft::{AdapterChoice, Engine, EngineConfig, Request};
+use fourierft::{AdapterChoice, Engine, EngineConfig, Generation, Request};
 
 /// tiny_llama + a tokenizer.json mapping "t<i>" to id i (and back, space-separated).
 fn model_dir(name: &str) -> PathBuf {
@@ -65,6 +65,20 @@ fn greedy(n: usize) -> GenerateOptions {
     }
 }
 
+/// A greedy request of `n` tokens for `prompt` under `adapter`.
+fn run(e: &Engine, prompt: &str, adapter: AdapterChoice, n: usize) -> Generation {
+    e.generate(
+        prompt,
+        &Request {
+            adapter,
+            options: greedy(n),
+            ..Default::default()
+        },
+        &mut |_| true,
+    )
+    .unwrap()
+}
+
 fn open(dir: &Path, budget: u64) -> Engine {
     Engine::open(
         dir,
@@ -83,16 +97,7 @@ fn swaps_per_request_adapters_and_goldens() {
     let dir = model_dir("engine-swap");
     let (prompt, want_base, want_a) = golden();
     let e = open(&dir, 1 << 30);
-    let base = e
-        .generate(
-            &prompt,
-            &Request {
-                options: greedy(8),
-                ..Default::default()
-            },
-            &mut |_| true,
-        )
-        .unwrap();
+    let base = run(&e, &prompt, AdapterChoice::Current, 8);
     assert_eq!(base.tokens, want_base, "base greedy tokens = transformers'");
     let a = e
         .load_adapter(&fixtures().join("adapters/llama_a"))
@@ -106,59 +111,21 @@ fn swaps_per_request_adapters_and_goldens() {
         (s.adapters_loaded, s.active_adapter, s.last_swap_warm),
         (2, Some(a), false)
     );
-    let ra = e
-        .generate(
-            &prompt,
-            &Request {
-                options: greedy(8),
-                ..Default::default()
-            },
-            &mut |_| true,
-        )
-        .unwrap();
+    let ra = run(&e, &prompt, AdapterChoice::Current, 8);
     assert_eq!(
         ra.tokens, want_a,
         "adapter A greedy tokens = transformers+PEFT's"
     );
     assert_eq!(ra.adapter, Some(a));
     // Per-request adapter B, then back to A (the current one): a cached, warm swap.
-    let rb = e
-        .generate(
-            &prompt,
-            &Request {
-                adapter: AdapterChoice::Id(b),
-                options: greedy(8),
-                ..Default::default()
-            },
-            &mut |_| true,
-        )
-        .unwrap();
+    let rb = run(&e, &prompt, AdapterChoice::Id(b), 8);
     assert_ne!(rb.tokens, ra.tokens);
-    let ra2 = e
-        .generate(
-            &prompt,
-            &Request {
-                options: greedy(8),
-                ..Default::default()
-            },
-            &mut |_| true,
-        )
-        .unwrap();
+    let ra2 = run(&e, &prompt, AdapterChoice::Current, 8);
     assert_eq!(ra2.tokens, ra.tokens, "swapping back reproduces A");
     assert!(e.stats().last_swap_warm, "A's overlays were cached");
     assert_eq!(e.stats().cached_overlays, 1);
     // The plain base for one request.
-    let rbase = e
-        .generate(
-            &prompt,
-            &Request {
-                adapter: AdapterChoice::Base,
-                options: greedy(8),
-                ..Default::default()
-            },
-            &mut |_| true,
-        )
-        .unwrap();
+    let rbase = run(&e, &prompt, AdapterChoice::Base, 8);
     assert_eq!(rbase.tokens, want_base);
     // Logits under the current adapter equal a fresh computation (no stale KV cache).
     let l1 = e.logits(&[1, 2, 3]).unwrap();
@@ -167,16 +134,7 @@ fn swaps_per_request_adapters_and_goldens() {
     // Unload: the current adapter falls back to the base.
     e.unload_adapter(a).unwrap();
     assert!(e.unload_adapter(a).is_err());
-    let r = e
-        .generate(
-            &prompt,
-            &Request {
-                options: greedy(8),
-                ..Default::default()
-            },
-            &mut |_| true,
-        )
-        .unwrap();
+    let r = run(&e, &prompt, AdapterChoice::Current, 8);
     assert_eq!(r.tokens, want_base);
 }
 
@@ -249,16 +207,7 @@ fn cancel_stops_within_one_token_and_the_engine_stays_usable() {
         "stopped after {} tokens",
         r.tokens.len()
     );
-    let again = e
-        .generate(
-            &prompt,
-            &Request {
-                options: greedy(8),
-                ..Default::default()
-            },
-            &mut |_| true,
-        )
-        .unwrap();
+    let again = run(&e, &prompt, AdapterChoice::Current, 8);
     assert_eq!(again.tokens, want_base);
 }
 
@@ -299,16 +248,7 @@ fn a_swap_during_a_generation_waits_and_never_mixes_adapters() {
         r.tokens, want_a,
         "the running request kept adapter A throughout"
     );
-    let rb = e
-        .generate(
-            &prompt,
-            &Request {
-                options: greedy(8),
-                ..Default::default()
-            },
-            &mut |_| true,
-        )
-        .unwrap();
+    let rb = run(&e, &prompt, AdapterChoice::Current, 8);
     assert_eq!(rb.adapter, Some(b));
 }
 
@@ -342,19 +282,7 @@ fn soak_300_swaps_with_lru_eviction() {
         .collect();
     let reference: Vec<Vec<u32>> = ids
         .iter()
-        .map(|&id| {
-            e.generate(
-                &prompt,
-                &Request {
-                    adapter: AdapterChoice::Id(id),
-                    options: greedy(3),
-                    ..Default::default()
-                },
-                &mut |_| true,
-            )
-            .unwrap()
-            .tokens
-        })
+        .map(|&id| run(&e, &prompt, AdapterChoice::Id(id), 3).tokens)
         .collect();
     let mut g = fourierft::fourier::mt19937::Mt19937::new(42);
     let mut warm = 0;
@@ -362,16 +290,7 @@ fn soak_300_swaps_with_lru_eviction() {
         let k = (g.next_u32() % 3) as usize;
         e.set_adapter(Some(ids[k])).unwrap();
         if i % 10 == 0 {
-            let r = e
-                .generate(
-                    &prompt,
-                    &Request {
-                        options: greedy(3),
-                        ..Default::default()
-                    },
-                    &mut |_| true,
-                )
-                .unwrap();
+            let r = run(&e, &prompt, AdapterChoice::Current, 3);
             assert_eq!(r.tokens, reference[k], "swap {i} to {}", names[k]);
         }
         let st = e.stats();
@@ -403,16 +322,7 @@ fn gpu_soak_300_swaps_keeps_buffers_constant() {
         },
     )
     .unwrap();
-    let base = e
-        .generate(
-            &prompt,
-            &Request {
-                options: greedy(8),
-                ..Default::default()
-            },
-            &mut |_| true,
-        )
-        .unwrap();
+    let base = run(&e, &prompt, AdapterChoice::Current, 8);
     assert_eq!(base.tokens, want_base, "GPU engine, base = transformers");
     // Three adapters of the same layers (q, v of both layers), so every state holds the same
     // number of overlays: llama_a, llama_f16 and llama_a re-seeded (other positions).
@@ -433,36 +343,14 @@ fn gpu_soak_300_swaps_keeps_buffers_constant() {
         p,
     ];
     let ids: Vec<u64> = paths.iter().map(|p| e.load_adapter(p).unwrap()).collect();
-    let a = e
-        .generate(
-            &prompt,
-            &Request {
-                adapter: AdapterChoice::Id(ids[0]),
-                options: greedy(8),
-                ..Default::default()
-            },
-            &mut |_| true,
-        )
-        .unwrap();
+    let a = run(&e, &prompt, AdapterChoice::Id(ids[0]), 8);
     assert_eq!(
         a.tokens, want_a,
         "GPU engine, adapter A = transformers+PEFT"
     );
     let reference: Vec<Vec<u32>> = ids
         .iter()
-        .map(|&id| {
-            e.generate(
-                &prompt,
-                &Request {
-                    adapter: AdapterChoice::Id(id),
-                    options: greedy(3),
-                    ..Default::default()
-                },
-                &mut |_| true,
-            )
-            .unwrap()
-            .tokens
-        })
+        .map(|&id| run(&e, &prompt, AdapterChoice::Id(id), 3).tokens)
         .collect();
     let mut g = fourierft::fourier::mt19937::Mt19937::new(7);
     let mut steady = None;
@@ -470,16 +358,7 @@ fn gpu_soak_300_swaps_keeps_buffers_constant() {
         let k = (g.next_u32() % 3) as usize;
         e.set_adapter(Some(ids[k])).unwrap();
         if i % 15 == 0 {
-            let r = e
-                .generate(
-                    &prompt,
-                    &Request {
-                        options: greedy(3),
-                        ..Default::default()
-                    },
-                    &mut |_| true,
-                )
-                .unwrap();
+            let r = run(&e, &prompt, AdapterChoice::Current, 3);
             assert_eq!(r.tokens, reference[k], "swap {i} to {}", names[k]);
         }
         // Warm-up: every adapter has been built and every set evicted at least once.
@@ -518,19 +397,7 @@ fn gpu_engine_with_spectral_layers_matches_transformers() {
         )
         .unwrap()
     };
-    let run = |e: &Engine, adapter: AdapterChoice| {
-        e.generate(
-            &prompt,
-            &Request {
-                adapter,
-                options: greedy(8),
-                ..Default::default()
-            },
-            &mut |_| true,
-        )
-        .unwrap()
-        .tokens
-    };
+    let tokens = |e: &Engine, adapter: AdapterChoice| run(e, &prompt, adapter, 8).tokens;
     let e = open(true);
     let a = e
         .load_adapter(&fixtures().join("adapters/llama_a"))
@@ -538,19 +405,19 @@ fn gpu_engine_with_spectral_layers_matches_transformers() {
     let b = e
         .load_adapter(&fixtures().join("adapters/llama_b"))
         .unwrap();
-    assert_eq!(run(&e, AdapterChoice::Id(a)), want_a, "adapter A");
+    assert_eq!(tokens(&e, AdapterChoice::Id(a)), want_a, "adapter A");
     let spectral_bytes = e.stats().overlay_bytes;
-    let from_b = run(&e, AdapterChoice::Id(b));
+    let from_b = tokens(&e, AdapterChoice::Id(b));
     assert_ne!(from_b, want_a, "adapter B differs from A");
-    assert_eq!(run(&e, AdapterChoice::Id(a)), want_a, "A again");
+    assert_eq!(tokens(&e, AdapterChoice::Id(a)), want_a, "A again");
     assert!(e.stats().last_swap_warm, "switching back to A is warm");
-    assert_eq!(run(&e, AdapterChoice::Base), want_base, "the plain base");
+    assert_eq!(tokens(&e, AdapterChoice::Base), want_base, "the plain base");
 
     let merged = open(false);
     let am = merged
         .load_adapter(&fixtures().join("adapters/llama_a"))
         .unwrap();
-    assert_eq!(run(&merged, AdapterChoice::Id(am)), want_a);
+    assert_eq!(tokens(&merged, AdapterChoice::Id(am)), want_a);
     let merged_bytes = merged.stats().overlay_bytes;
     assert!(
         spectral_bytes * 2 < merged_bytes,
