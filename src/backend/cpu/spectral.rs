@@ -79,38 +79,66 @@ impl SpectralLayer {
         (self.terms.len() * std::mem::size_of::<(u32, u32, f64)>()) as u64
     }
 
-    /// `y += ΔW x` for one row (x of length in, y of length out).
-    pub fn add_to(&self, x: &[f32], y: &mut [f32]) {
-        let mut b: Vec<Complex<f64>> = x.iter().map(|&v| Complex::new(v as f64, 0.0)).collect();
-        let mut z = vec![Complex::new(0.0, 0.0); self.d1];
-        let scratch_len = self
+    /// Run `f(b, z, fft_scratch)` on this thread's work buffers (length d2, d1 and the FFTs'
+    /// scratch), zeroed. They grow to the largest layer once, so a decode loop does not
+    /// allocate here.
+    fn with_buffers<R>(
+        &self,
+        f: impl FnOnce(&mut [Complex<f64>], &mut [Complex<f64>], &mut [Complex<f64>]) -> R,
+    ) -> R {
+        thread_local! {
+            static WORK: std::cell::RefCell<Vec<Complex<f64>>> =
+                const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let fft = self
             .fft_in
             .get_inplace_scratch_len()
             .max(self.fft_out.get_inplace_scratch_len());
-        let mut scratch = vec![Complex::new(0.0, 0.0); scratch_len];
-        self.fft_in.process_with_scratch(&mut b, &mut scratch);
-        for &(u, v, c) in &self.terms {
-            z[u as usize] += b[v as usize] * c;
-        }
-        self.fft_out.process_with_scratch(&mut z, &mut scratch);
-        for (o, zv) in y.iter_mut().zip(&z) {
-            *o = (*o as f64 + zv.re) as f32;
-        }
+        WORK.with(|w| {
+            let mut w = w.borrow_mut();
+            let need = self.d2 + self.d1 + fft;
+            if w.len() < need {
+                w.resize(need, Complex::new(0.0, 0.0));
+            }
+            let (b, rest) = w[..need].split_at_mut(self.d2);
+            let (z, scratch) = rest.split_at_mut(self.d1);
+            b.fill(Complex::new(0.0, 0.0));
+            z.fill(Complex::new(0.0, 0.0));
+            f(b, z, scratch)
+        })
+    }
+
+    /// `y += ΔW x` for one row (x of length in, y of length out).
+    pub fn add_to(&self, x: &[f32], y: &mut [f32]) {
+        self.with_buffers(|b, z, scratch| {
+            for (bv, &xv) in b.iter_mut().zip(x) {
+                bv.re = xv as f64;
+            }
+            self.fft_in.process_with_scratch(b, scratch);
+            for &(u, v, c) in &self.terms {
+                z[u as usize] += b[v as usize] * c;
+            }
+            self.fft_out.process_with_scratch(z, scratch);
+            for (o, zv) in y.iter_mut().zip(z.iter()) {
+                *o = (*o as f64 + zv.re) as f32;
+            }
+        })
     }
 
     /// `row += ΔW[p, :]` (length in): the row spectrum `Σ_{k: v_k = v} c_k e^{2πi u_k p/d1}`,
     /// then one length-d2 inverse DFT.
     pub fn add_row(&self, p: usize, row: &mut [f32]) {
-        let mut z = vec![Complex::new(0.0, 0.0); self.d2];
-        let tau = 2.0 * std::f64::consts::PI / self.d1 as f64;
-        for &(u, v, c) in &self.terms {
-            let a = ((u as u64 * p as u64) % self.d1 as u64) as f64 * tau;
-            z[v as usize] += Complex::new(a.cos(), a.sin()) * c;
-        }
-        self.fft_in.process(&mut z);
-        for (o, zv) in row.iter_mut().zip(&z) {
-            *o = (*o as f64 + zv.re) as f32;
-        }
+        self.with_buffers(|b, _, scratch| {
+            let tau = 2.0 * std::f64::consts::PI / self.d1 as f64;
+            for &(u, v, c) in &self.terms {
+                let a = ((u as u64 * p as u64) % self.d1 as u64) as f64 * tau;
+                b[v as usize] += Complex::new(a.cos(), a.sin()) * c;
+            }
+            self.fft_in.process_with_scratch(b, scratch);
+            for (o, bv) in row.iter_mut().zip(b.iter()) {
+                *o = (*o as f64 + bv.re) as f32;
+            }
+        })
     }
 }
 
